@@ -1,0 +1,103 @@
+"""Every exception suture raises. Each message says what happened, what it means and what to do."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .failures import Failure
+
+
+class SutureError(Exception):
+    """Base class of all suture errors."""
+
+
+class ConfigError(SutureError):
+    """A decorator option, environment variable or store URL is not valid."""
+
+
+class StoreError(SutureError):
+    """The store could not be opened, read or written."""
+
+
+class StoreCorruptedError(StoreError):
+    """The store file is not a SQLite database, is damaged, or is not a suture store."""
+
+
+class SchemaVersionError(StoreError):
+    """The store was written by a newer (or unknown) version of suture's schema."""
+
+
+class StoreLockedError(StoreError):
+    """The store stayed locked by another process beyond the busy timeout."""
+
+
+class LeaseError(StoreError):
+    """Another live attempt holds the run's lease, or this attempt's lease was taken over."""
+
+    def __init__(self, message: str, *, run_id: str = "", holder: str | None = None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.holder = holder
+
+
+class SerializationError(SutureError):
+    """A step's output (or argument) has no stable serialized form. Nothing was written."""
+
+
+class FingerprintError(SerializationError):
+    """A step argument cannot be fingerprinted (no stable canonical form)."""
+
+
+class DivergenceError(SutureError):
+    """In strict mode, a replayed step was called with inputs other than the recorded ones."""
+
+    def __init__(self, message: str, *, step: str, key: str, recorded: str, current: str) -> None:
+        super().__init__(message)
+        self.step = step
+        self.key = key
+        self.recorded = recorded
+        self.current = current
+
+
+class NoRunContextError(SutureError):
+    """A step was called from a thread the agent started, without `key=` or `suture.map`."""
+
+
+class StepFailed(SutureError):
+    """A step's failure that recovery could not heal, handed to the agent's code.
+
+    ``e.failure`` is the structured :class:`suture.Failure`; ``e.failure.as_prompt()`` renders it
+    for a model so the agent can choose another route.
+    """
+
+    def __init__(self, failure: "Failure", *, cause: BaseException | None = None) -> None:
+        super().__init__(f"step failed [{failure.layer}/{failure.kind}]: {failure.message}")
+        self.failure = failure
+        self.cause = cause
+
+
+class GiveUp(SutureError):
+    """A run exhausted its recovery options. ``e.dossier`` holds every failure and decision."""
+
+    def __init__(self, message: str, *, failure: "Failure | None" = None, dossier: Any = None) -> None:
+        super().__init__(message)
+        self.failure = failure
+        self.dossier = dossier
+
+
+class Suspended(SutureError):
+    """The run is waiting for a human answer (``suture answer RUN``); it resumes on the next attempt."""
+
+    exit_code = 75  # EX_TEMPFAIL: the documented exit status of a suspended local run
+
+    def __init__(self, message: str, *, run_id: str, question_id: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.question_id = question_id
+
+
+class Preempted(SutureError):
+    """The attempt was asked to stop (SIGTERM) and stopped after saving; re-run to resume."""
+
+    exit_code = 143

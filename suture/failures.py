@@ -1,0 +1,192 @@
+"""Failures are data: the records every layer of suture exchanges about what went wrong.
+
+``Failure`` is what a classifier makes of an exception or a dead attempt; ``Action`` is what the
+recovery policy decides to do about it; ``Resources`` and ``RecoveryPolicy`` describe the attempt
+and the ladder it may climb.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Layer = Literal[
+    "code",
+    "sandbox",
+    "semantic",
+    "network",
+    "rate_limit",
+    "timeout",
+    "memory",
+    "gpu",
+    "preemption",
+    "infrastructure",
+    "human",
+]
+LAYERS: tuple[str, ...] = Layer.__args__  # type: ignore[attr-defined]
+
+ActionKind = Literal["retry", "escalate", "repair", "raise_to_agent", "ask_human", "give_up"]
+
+_UNITS = {
+    "": 1,
+    "k": 1000,
+    "m": 1000**2,
+    "g": 1000**3,
+    "t": 1000**4,
+    "ki": 1024,
+    "mi": 1024**2,
+    "gi": 1024**3,
+    "ti": 1024**4,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+}
+_MEM_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_memory(value: str | int | float) -> int:
+    """Bytes in a memory quantity: ``"512Mi"``, ``"1Gi"``, ``"2G"``, ``"1.5GiB"`` or a number of bytes."""
+    if isinstance(value, (int, float)):
+        return int(value)
+    match = _MEM_RE.match(value)
+    if not match or match.group(2).lower() not in _UNITS:
+        raise ValueError(
+            f"cannot read memory quantity {value!r}: use Kubernetes units such as '512Mi', '1Gi', '2G'"
+        )
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def format_memory(nbytes: int | float | None) -> str:
+    """Human form of a byte count (``1.9 GiB``)."""
+    if nbytes is None:
+        return "?"
+    value = float(nbytes)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit in ("B", "KiB") else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"  # pragma: no cover
+
+
+class Resources(BaseModel):
+    """What an attempt may use. ``memory`` in Kubernetes units (``"1Gi"``); ``None`` = unlimited."""
+
+    model_config = ConfigDict(frozen=True)
+
+    memory: str | None = None
+    cpu: str | float | None = None
+    gpu: int | None = None
+    gpu_type: str | None = None
+    timeout: float | None = None
+
+    @property
+    def memory_bytes(self) -> int | None:
+        return None if self.memory is None else parse_memory(self.memory)
+
+    def describe(self) -> str:
+        parts = []
+        if self.memory:
+            parts.append(f"memory={self.memory}")
+        if self.cpu:
+            parts.append(f"cpu={self.cpu}")
+        if self.gpu:
+            parts.append(f"gpu={self.gpu}{'x' + self.gpu_type if self.gpu_type else ''}")
+        if self.timeout:
+            parts.append(f"timeout={self.timeout:g}s")
+        return ", ".join(parts) or "no limits"
+
+
+class ExceptionInfo(BaseModel):
+    """One link of an exception chain (outermost first)."""
+
+    type: str
+    module: str = ""
+    message: str = ""
+
+
+class Evidence(BaseModel):
+    """Everything observed about a failure, in process or out of it."""
+
+    exception_chain: list[ExceptionInfo] = Field(default_factory=list)
+    traceback_tail: str | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    peak_rss_bytes: int | None = None
+    limit_bytes: int | None = None
+    stderr_tail: str | None = None
+    http_status: int | None = None
+    retry_after: float | None = None
+    reason: str | None = None  # e.g. Kubernetes "OOMKilled", "Evicted", "DeadlineExceeded"
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class AttemptRecord(BaseModel):
+    """One earlier attempt, as the failure history shows it."""
+
+    attempt: int
+    resources: Resources = Field(default_factory=Resources)
+    layer: str | None = None
+    kind: str | None = None
+    message: str | None = None
+    action: str | None = None
+
+
+class Failure(BaseModel):
+    """A classified failure: the record every recovery decision and every agent prompt reads."""
+
+    layer: Layer
+    kind: str
+    message: str
+    evidence: Evidence = Field(default_factory=Evidence)
+    step: str | None = None
+    run_id: str | None = None
+    attempt: int | None = None
+    resources: Resources = Field(default_factory=Resources)
+    history: list[AttemptRecord] = Field(default_factory=list)
+    available_actions: list[str] = Field(default_factory=list)
+    retryable: bool | None = None
+
+    def as_prompt(self) -> str:
+        """Render this failure as compact text for a model (at most 1,500 characters)."""
+        from .plugins.classifiers import render_prompt
+
+        return render_prompt(self)
+
+
+class FailureContext(BaseModel):
+    """Where a failure happened; given to classifiers."""
+
+    run_id: str | None = None
+    step: str | None = None
+    attempt: int | None = None
+    resources: Resources = Field(default_factory=Resources)
+    in_process: bool = True
+
+
+class Action(BaseModel):
+    """What to do about a failure."""
+
+    kind: ActionKind
+    reason: str = ""
+    delay: float = 0.0
+    resources: Resources | None = None
+    spends_budget: bool = True
+
+
+class RecoveryPolicy(BaseModel):
+    """The ladder a run may climb; set per agent and per step, overridable by a plugin."""
+
+    max_attempts: int = 3
+    memory: list[str] = Field(default_factory=list)
+    memory_ceiling: str | None = None
+    gpu: list[int] = Field(default_factory=list)
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    max_preemptions: int = 20
+    human: bool = False
+    repair: bool = False

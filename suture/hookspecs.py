@@ -1,0 +1,238 @@
+"""The hook reference: every hook suture calls, when it calls it, and what its result means.
+
+A plugin is any object or module with functions marked ``@suture.hookimpl`` whose names match
+the specs below. Plugins load in this order: built-ins (``suture.plugins.*``), installed entry
+points of group ``suture``, then objects passed to :func:`suture.register`. pluggy calls the
+implementations last-registered first, so a third-party plugin runs before the built-in it
+overrides; for ``firstresult`` hooks the first non-``None`` answer wins and the built-in is
+the fallback. Disable a plugin by name with ``SUTURE_DISABLE_PLUGINS=name,...``; list them with
+``suture plugins``.
+
+Hooks marked *hot path* run once per step call; keep them cheap. suture calls a per-step hook
+only when at least one plugin implements it.
+
+Types named in signatures live in :mod:`suture.models` (runs, calls, reports),
+:mod:`suture.failures` (``Failure``, ``Evidence``, ``Action``, ``Resources``, ``RecoveryPolicy``)
+and :mod:`suture.sandbox` (``Execution``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("suture")
+
+
+# --------------------------------------------------------------------------------------------
+# durability
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def suture_open_store(url: str) -> Any:
+    """Open the store (journal + state + cache + questions) for ``url``.
+
+    Called once per process per store URL, the first time a run or a cache lookup needs it.
+    ``url`` comes from ``SUTURE_STORE_URL``, else ``sqlite:///$SUTURE_HOME/suture.db``, else
+    ``sqlite:///~/.suture/suture.db``. Return an object implementing
+    :class:`suture.store.base.Store` if your plugin handles the URL's scheme, else ``None``.
+    The built-in ``sqlite`` plugin handles ``sqlite://``; ``postgres`` handles ``postgresql://``.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# caching
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def suture_cache_key(step: Any, fingerprint: str, default: str) -> str | None:
+    """Override the global-cache key of a call of a ``cache=True`` step (*hot path*).
+
+    ``step`` is the :class:`suture.models.StepInfo` (name, version, options), ``fingerprint``
+    the hash of the call's canonical inputs and ``default`` the key suture would use
+    (step name + version + fingerprint [+ code hash]). Return a string to use instead
+    (e.g. to share entries between two model names), or ``None`` to keep the default.
+    """
+
+
+@hookspec(firstresult=True)
+def suture_cacheable(step: Any, value: Any) -> bool | None:
+    """Decide whether a step's output may enter the global cache (*hot path*, cache misses only).
+
+    Return ``False`` to keep this value out of the cache (say, an empty or refused answer);
+    it is still journaled for the run. ``None`` means no opinion; the default is ``True``.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# failure
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def suture_classify_failure(error: BaseException | None, evidence: Any, context: Any) -> Any:
+    """Turn an exception or a dead attempt into a :class:`suture.Failure`.
+
+    ``error`` is the exception when the failure happened in this process, else ``None``;
+    ``evidence`` is the :class:`suture.failures.Evidence` gathered so far (exception chain,
+    exit code, signal, peak RSS and limit, stderr tail, HTTP status, Retry-After, reason);
+    ``context`` is the :class:`suture.failures.FailureContext` (run, step, attempt, resources).
+    Return a ``Failure`` if you recognise it, else ``None``. Classifiers are ordered: plugins
+    registered later are asked first; the built-in ``classifiers`` plugin answers last and
+    always answers (``layer="code"`` or ``kind="unknown"`` with the evidence kept).
+    """
+
+
+@hookspec(firstresult=True)
+def suture_choose_action(failure: Any, history: list[Any], policy: Any) -> Any:
+    """Choose the recovery :class:`suture.failures.Action` for ``failure``.
+
+    ``history`` lists the earlier failures of this run (oldest first) and ``policy`` is the
+    :class:`suture.failures.RecoveryPolicy` of the agent/step (attempt budget, memory ladder,
+    ceiling, backoff, ``human``). Return an ``Action`` (retry, escalate, repair,
+    raise_to_agent, ask_human, give_up) or ``None`` to defer to the next implementation; the
+    built-in ``policy`` plugin implements the default ladder.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# resources
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def suture_next_resources(failure: Any, current: Any, policy: Any) -> Any:
+    """Propose the :class:`suture.failures.Resources` of the next attempt after ``failure``.
+
+    Called when the chosen action escalates. Return the new resources, or ``None`` when you have
+    no proposal. The built-in plugin climbs the policy's memory ladder for ``memory`` failures
+    (and its GPU ladder for ``gpu``), and returns ``None`` at the ceiling.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# sandbox
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def suture_sandbox_backend(name: str) -> Any:
+    """Return a sandbox backend factory for ``name`` (``"local"``, ``"e2b"``, ...), or ``None``.
+
+    The factory is called as ``factory(**limits)`` and returns a session implementing
+    :class:`suture.sandbox.Session` (``run(code) -> Execution``, files in/out, ``close()``).
+    Third-party plugins add backends (Modal, Docker, Daytona) by answering their own name.
+    """
+
+
+@hookspec(firstresult=True)
+def suture_repair_code(code: str, execution: Any, failure: Any, round: int) -> str | None:
+    """Return repaired code for a failed sandbox execution, or ``None`` to give up.
+
+    Called by :func:`suture.sandbox.run_with_repair` after ``code`` failed; ``execution`` is the
+    :class:`suture.sandbox.Execution` and ``failure.as_prompt()`` the context to show a model.
+    A model-backed repairer is a user plugin; suture ships a scripted one for tests.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# human
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec
+def suture_deliver_question(question: Any) -> None:
+    """A run asked a person a question (:class:`suture.models.Question`); deliver it.
+
+    Called once, when the question is first stored and the run suspends. Every implementation
+    is called (post to Slack, open a ticket, ...). The built-in plugin only logs where to answer
+    (``suture answer RUN --json ...``).
+    """
+
+
+@hookspec(firstresult=True)
+def suture_fetch_answer(question: Any) -> Any:
+    """Return an answer for a pending ``question`` from elsewhere, or ``None``.
+
+    Called when a suspended run resumes and the store holds no answer yet; a Slack or ticket
+    plugin returns the person's reply (a dict, validated against the question's schema).
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# observability
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec
+def suture_run_start(run: Any) -> None:
+    """A run (:class:`suture.models.RunInfo`) starts or resumes, before its first attempt."""
+
+
+@hookspec
+def suture_run_end(run: Any, status: str, error: BaseException | None) -> None:
+    """A run ends: ``status`` is ``succeeded``, ``failed``, ``suspended`` or ``preempted``."""
+
+
+@hookspec
+def suture_attempt_start(run: Any, attempt: int, resources: Any) -> None:
+    """An attempt of ``run`` starts with ``resources`` (a ``Resources``, possibly empty)."""
+
+
+@hookspec
+def suture_attempt_end(run: Any, attempt: int, stats: Any) -> None:
+    """An attempt ends; ``stats`` counts its steps (:class:`suture.models.AttemptStats`):
+    live, replayed, cached, failed, diverged."""
+
+
+@hookspec
+def suture_step_end(run: Any, call: Any, source: str, duration: float) -> None:
+    """A step call finished (*hot path*): ``source`` is ``live``, ``replay`` or ``cache``.
+
+    ``call`` is the :class:`suture.models.CallInfo` (step name, path, index, idempotency key).
+    Only called when some plugin implements it.
+    """
+
+
+@hookspec
+def suture_divergence(run: Any, call: Any, recorded: str, current: str, dropped: int) -> None:
+    """A replayed call's inputs differ from the journal; ``dropped`` later entries were discarded."""
+
+
+@hookspec
+def suture_failure(run: Any, failure: Any) -> None:
+    """A failure was classified (in a step, an attempt, or a dead child process)."""
+
+
+@hookspec
+def suture_recovery(run: Any, failure: Any, action: Any) -> None:
+    """The recovery policy chose ``action`` for ``failure``."""
+
+
+@hookspec
+def suture_escalation(run: Any, previous: Any, resources: Any, failure: Any) -> None:
+    """The next attempt runs with more ``resources`` than ``previous`` because of ``failure``."""
+
+
+@hookspec
+def suture_suspend(run: Any, question: Any) -> None:
+    """The run suspended waiting for a human answer to ``question``."""
+
+
+@hookspec
+def suture_publish_report(run: Any, report: Any) -> None:
+    """A run ended and its :class:`suture.models.Report` (timeline, failures, calls saved) is
+    ready; adapters publish it (Prefect artifact, Flyte Deck, ``flyte.report``)."""
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec
+def suture_register_commands(cli: Any) -> None:
+    """Add commands to the ``suture`` CLI: ``cli`` is the root :class:`click.Group`."""
