@@ -1,0 +1,201 @@
+"""Records exchanged at suture's boundaries: runs, attempts, journal entries, questions, reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from .failures import Resources
+
+
+@dataclass(frozen=True, slots=True)
+class StepInfo:
+    """A ``@suture.step`` definition, as plugins see it."""
+
+    name: str
+    version: str | None
+    cache: bool
+    ttl: float | None
+    side_effect: bool
+    serializer: str
+    code_hash: str | None = None
+
+
+@dataclass(slots=True)
+class CallInfo:
+    """One call of a step inside a run."""
+
+    run_id: str
+    step: str
+    path: str
+    index: str
+    attempt: int
+
+    @property
+    def idempotency_key(self) -> str:
+        """``run:path:name:index`` — stable across attempts; pass it to external APIs."""
+        return f"{self.run_id}:{self.path}:{self.step}:{self.index}"
+
+
+@dataclass(slots=True)
+class AttemptStats:
+    """What one attempt did with its steps."""
+
+    live: int = 0
+    replayed: int = 0
+    cached: int = 0
+    failed: int = 0
+    diverged: int = 0
+    saved_seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "live": self.live,
+            "replayed": self.replayed,
+            "cached": self.cached,
+            "failed": self.failed,
+            "diverged": self.diverged,
+            "saved_seconds": round(self.saved_seconds, 6),
+        }
+
+
+@dataclass(slots=True)
+class RunInfo:
+    """A run as observability hooks see it."""
+
+    run_id: str
+    agent: str
+    attempt: int
+    store_url: str
+    adapter: str = "local"
+    labels: dict[str, Any] = field(default_factory=dict)
+
+
+class Current(BaseModel):
+    """What ``suture.current()`` returns inside a run."""
+
+    run_id: str
+    agent: str
+    attempt: int
+    path: str
+    step: str | None = None
+    idempotency_key: str | None = None
+    resources: Resources = Field(default_factory=Resources)
+    adapter: str = "local"
+
+
+class RunRecord(BaseModel):
+    """A run's row in the store."""
+
+    run_id: str
+    agent: str
+    status: str
+    created_at: float
+    updated_at: float
+    attempts: int = 0
+    entry: dict[str, Any] | None = None
+    error: str | None = None
+    lease_owner: str | None = None
+    labels: dict[str, Any] = Field(default_factory=dict)
+    steps: int = 0
+
+
+class AttemptRow(BaseModel):
+    """An attempt's row: its resources, counts, failure and the decision taken."""
+
+    run_id: str
+    attempt: int
+    started_at: float
+    ended_at: float | None = None
+    status: str = "running"
+    resources: dict[str, Any] = Field(default_factory=dict)
+    stats: dict[str, Any] = Field(default_factory=dict)
+    failure: dict[str, Any] | None = None
+    action: dict[str, Any] | None = None
+    pid: int | None = None
+
+
+class EntryRow(BaseModel):
+    """A journal entry as listed by ``suture show``."""
+
+    seq: int
+    path: str
+    name: str
+    idx: str
+    kind: str
+    source: str
+    fingerprint: str
+    attempt: int
+    started_at: float
+    duration: float
+    size: int
+
+
+class CacheRow(BaseModel):
+    """A global-cache entry as listed by ``suture cache ls``."""
+
+    key: str
+    step: str
+    version: str | None
+    created_at: float
+    expires_at: float | None
+    hits: int
+    duration: float
+    size: int
+
+
+class Question(BaseModel):
+    """A question a run asked a person (durable suspension)."""
+
+    run_id: str
+    qid: str
+    question: str
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    status: str = "pending"
+    answer: Any = None
+    created_at: float = 0.0
+    answered_at: float | None = None
+
+    model_config = {"populate_by_name": True}
+
+
+class Report(BaseModel):
+    """A run's story: attempts, failures, decisions and what the journal saved."""
+
+    run_id: str
+    agent: str
+    status: str
+    attempts: list[AttemptRow]
+    entries: int
+    live: int
+    replayed: int
+    cached: int
+    saved_seconds: float
+    failures: list[dict[str, Any]] = Field(default_factory=list)
+
+    def to_markdown(self) -> str:
+        """The report as markdown (Prefect artifacts, Flyte decks, terminals)."""
+        lines = [
+            f"# suture run `{self.run_id}` ({self.agent}): {self.status}",
+            "",
+            f"- journal entries: {self.entries}",
+            f"- calls replayed: {self.replayed}, served from cache: {self.cached}, "
+            f"run live: {self.live}",
+            f"- calls saved: {self.replayed + self.cached} ({self.saved_seconds:.2f}s of work)",
+            "",
+            "| attempt | status | resources | live | replayed | cached | failure | decision |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for a in self.attempts:
+            res = Resources(**a.resources).describe() if a.resources else "no limits"
+            f = a.failure or {}
+            fail = f"{f.get('layer')}/{f.get('kind')}: {str(f.get('message', ''))[:80]}" if f else ""
+            act = (a.action or {}).get("kind", "")
+            s = a.stats or {}
+            lines.append(
+                f"| {a.attempt} | {a.status} | {res} | {s.get('live', 0)} | {s.get('replayed', 0)} "
+                f"| {s.get('cached', 0)} | {fail.replace('|', '/')} | {act} |"
+            )
+        return "\n".join(lines) + "\n"

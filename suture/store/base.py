@@ -1,0 +1,208 @@
+"""The store interface: journal, runs and attempts, global cache, state and human questions.
+
+A store plugin (hook ``suture_open_store``) returns an object implementing :class:`Store`.
+Semantics every implementation keeps (the shared store test suite checks them):
+
+- one transaction per :meth:`Store.write`: journal entries, state snapshots, cache entries and
+  cache-hit counts of completed steps commit together or not at all;
+- every journal write carries the run's lease token and is rejected (:class:`LeaseError`) when
+  the token is stale (another attempt took the run over): fencing;
+- values are ``str`` (JSON) or ``bytes`` and come back as written.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import socket
+from typing import Any
+
+from ..models import AttemptRow, CacheRow, EntryRow, Question, RunRecord
+
+#: Bump with a migration whenever the schema changes; a store newer than this is refused.
+SCHEMA_VERSION = 1
+
+#: A journal row: (path, name, idx, seq, fingerprint, kind, source, output, serializer,
+#: started_at, duration, attempt)
+JournalRow = tuple
+#: What :meth:`Store.load_journal` maps a key ``(path, name, idx)`` to:
+#: (seq, fingerprint, output, serializer, kind, source, duration)
+Recorded = tuple
+#: A cache insert: (key, step, version, value, serializer, created_at, expires_at, duration)
+CachePut = tuple
+
+
+def owner_id() -> str:
+    """Identity of this process as a lease holder: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def holder_is_dead(owner: str | None) -> bool:
+    """Whether a lease holder on this host is a process that no longer exists."""
+    if not owner:
+        return True
+    host, _, rest = owner.partition(":")
+    pid_text = rest.split(":", 1)[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False  # another machine: only the expiry time can tell
+    pid = int(pid_text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:  # a zombie (exited, not yet reaped by its parent) holds nothing
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except OSError:
+        return False
+
+
+class Store(abc.ABC):
+    """What suture needs from a store. See the module docstring for the guarantees."""
+
+    url: str
+
+    # ---- runs and leases ------------------------------------------------------------------
+    @abc.abstractmethod
+    def acquire_run(
+        self,
+        run_id: str,
+        agent: str,
+        owner: str,
+        *,
+        ttl: float,
+        entry: dict[str, Any] | None = None,
+        labels: dict[str, Any] | None = None,
+        wait: float = 0.0,
+    ) -> tuple[int, RunRecord | None]:
+        """Create or take over ``run_id`` for ``owner``; return (fencing token, previous record).
+
+        Raises :class:`LeaseError` naming the holder when a live attempt holds the lease (after
+        waiting up to ``wait`` seconds for it).
+        """
+
+    @abc.abstractmethod
+    def renew_lease(self, run_id: str, owner: str, token: int, ttl: float) -> bool:
+        """Extend the lease; ``False`` if it was taken over."""
+
+    @abc.abstractmethod
+    def release_run(
+        self,
+        run_id: str,
+        token: int,
+        status: str,
+        *,
+        result: str | bytes | None = None,
+        serializer: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Record the run's status (and result) and release its lease."""
+
+    @abc.abstractmethod
+    def get_run(self, run_id: str) -> RunRecord | None: ...
+
+    @abc.abstractmethod
+    def get_result(self, run_id: str) -> tuple[str | bytes, str] | None:
+        """(result, serializer) of a succeeded run."""
+
+    @abc.abstractmethod
+    def list_runs(self, limit: int = 50, status: str | None = None) -> list[RunRecord]: ...
+
+    # ---- attempts and events ----------------------------------------------------------------
+    @abc.abstractmethod
+    def start_attempt(self, run_id: str, token: int, resources: dict[str, Any], pid: int | None) -> int:
+        """Record a new attempt; return its number (1-based, increasing across resumes)."""
+
+    @abc.abstractmethod
+    def end_attempt(
+        self,
+        run_id: str,
+        attempt: int,
+        status: str,
+        stats: dict[str, Any],
+        failure: dict[str, Any] | None = None,
+        action: dict[str, Any] | None = None,
+    ) -> None: ...
+
+    @abc.abstractmethod
+    def list_attempts(self, run_id: str) -> list[AttemptRow]: ...
+
+    @abc.abstractmethod
+    def add_event(self, run_id: str, attempt: int, kind: str, data: dict[str, Any]) -> None:
+        """Record a failure, decision, escalation, divergence or suspension."""
+
+    @abc.abstractmethod
+    def list_events(self, run_id: str) -> list[dict[str, Any]]: ...
+
+    # ---- journal -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def load_journal(self, run_id: str) -> dict[tuple[str, str, str], Recorded]:
+        """Every entry of the run, by key ``(path, name, idx)``."""
+
+    @abc.abstractmethod
+    def write(
+        self,
+        run_id: str,
+        token: int,
+        entries: list[JournalRow],
+        states: list[tuple[str, str]] = (),  # type: ignore[assignment]
+        cache_puts: list[CachePut] = (),  # type: ignore[assignment]
+        cache_hits: list[tuple[str, float]] = (),  # type: ignore[assignment]
+    ) -> None:
+        """Commit completed steps in ONE transaction, fenced by ``token``."""
+
+    @abc.abstractmethod
+    def drop_from(self, run_id: str, token: int, seq: int) -> int:
+        """Delete the entries with ``seq >= seq`` (a divergence); return how many."""
+
+    @abc.abstractmethod
+    def list_entries(self, run_id: str) -> list[EntryRow]: ...
+
+    # ---- global cache ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def cache_get(self, key: str) -> tuple[str | bytes, str, float] | None:
+        """(value, serializer, duration of the original call) if present and not expired."""
+
+    @abc.abstractmethod
+    def cache_put(self, put: CachePut) -> None:
+        """Insert a cache entry outside a run (inside a run it goes through :meth:`write`)."""
+
+    @abc.abstractmethod
+    def cache_hit(self, key: str, saved: float) -> None:
+        """Count a hit outside a run."""
+
+    @abc.abstractmethod
+    def cache_list(self, step: str | None = None, limit: int = 200) -> list[CacheRow]: ...
+
+    @abc.abstractmethod
+    def cache_clear(self, step: str | None = None, expired_only: bool = False) -> int: ...
+
+    @abc.abstractmethod
+    def cache_stats(self) -> dict[str, dict[str, float]]:
+        """Per step: hits, misses, saved_seconds."""
+
+    # ---- state -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def state_get(self, key: str) -> str | None: ...
+
+    @abc.abstractmethod
+    def state_put(self, key: str, value: str, run_id: str | None) -> None: ...
+
+    # ---- human questions -------------------------------------------------------------------
+    @abc.abstractmethod
+    def question_put(self, question: Question) -> None: ...
+
+    @abc.abstractmethod
+    def question_get(self, run_id: str, qid: str) -> Question | None: ...
+
+    @abc.abstractmethod
+    def question_answer(self, run_id: str, qid: str, answer: Any) -> None: ...
+
+    @abc.abstractmethod
+    def questions(self, run_id: str | None = None, status: str | None = "pending") -> list[Question]: ...
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def close(self) -> None: ...

@@ -1,0 +1,497 @@
+"""A SQL implementation of :class:`Store` shared by the SQLite and PostgreSQL stores.
+
+Dialects differ only in how they connect, their DDL, their parameter style, how a write
+transaction begins, and how driver errors are explained; everything else is here once.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from ..errors import LeaseError, StoreError
+from ..models import AttemptRow, CacheRow, EntryRow, Question, RunRecord
+from .base import CachePut, JournalRow, Recorded, Store, holder_is_dead
+
+_JOURNAL_COLS = (
+    "run_id, path, name, idx, seq, fingerprint, kind, source, output, serializer, "
+    "started_at, duration, attempt"
+)
+
+
+class SqlStore(Store):
+    """Generic SQL store. Subclasses set ``paramstyle`` and implement the dialect methods."""
+
+    #: "qmark" (``?``) or "format" (``%s``)
+    paramstyle = "qmark"
+    begin_write = "BEGIN IMMEDIATE"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._lock = threading.RLock()
+        self._conn = self._connect()
+        self._sql_cache: dict[str, str] = {}
+        self._prepare()
+
+    # ---- dialect ------------------------------------------------------------------------------
+    def _connect(self) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _prepare(self) -> None:  # pragma: no cover - abstract
+        """Check or create the schema (and migrate it)."""
+        raise NotImplementedError
+
+    def _explain(self, exc: BaseException, doing: str) -> BaseException:  # pragma: no cover
+        """Turn a driver error into a :class:`StoreError` that says what to do."""
+        raise NotImplementedError
+
+    def _driver_errors(self) -> tuple[type[BaseException], ...]:  # pragma: no cover
+        raise NotImplementedError
+
+    # ---- helpers --------------------------------------------------------------------------------
+    def _q(self, sql: str) -> str:
+        if self.paramstyle == "qmark":
+            return sql
+        cached = self._sql_cache.get(sql)
+        if cached is None:
+            cached = self._sql_cache[sql] = sql.replace("%", "%%").replace("?", "%s")
+        return cached
+
+    def _exec(self, sql: str, params: tuple | list = ()) -> Any:
+        return self._conn.execute(self._q(sql), params)
+
+    @contextmanager
+    def _tx(self, doing: str) -> Iterator[Any]:
+        """One write transaction; rolled back on any error (nothing half-written)."""
+        with self._lock:
+            try:
+                self._conn.execute(self.begin_write)
+            except self._driver_errors() as exc:
+                raise self._explain(exc, doing) from exc
+            try:
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except BaseException as exc:
+                try:
+                    self._conn.execute("ROLLBACK")
+                except Exception:  # the connection may be gone; the transaction is too
+                    pass
+                if isinstance(exc, self._driver_errors()):
+                    raise self._explain(exc, doing) from exc
+                raise
+
+    def _read(self, sql: str, params: tuple = (), doing: str = "reading the store") -> list[tuple]:
+        with self._lock:
+            try:
+                return list(self._exec(sql, params).fetchall())
+            except self._driver_errors() as exc:
+                raise self._explain(exc, doing) from exc
+
+    # ---- runs and leases ----------------------------------------------------------------------
+    def acquire_run(self, run_id, agent, owner, *, ttl, entry=None, labels=None, wait=0.0):
+        deadline = time.monotonic() + wait
+        delay = 0.05
+        while True:
+            try:
+                return self._acquire_once(run_id, agent, owner, ttl, entry, labels)
+            except LeaseError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    def _acquire_once(self, run_id, agent, owner, ttl, entry, labels):
+        now = time.time()
+        with self._tx(f"starting run {run_id!r}"):
+            rows = list(self._exec(
+                "SELECT run_id, agent, status, created_at, updated_at, attempts, entry, error, "
+                "lease_owner, labels, lease_expires, lease_token FROM suture_runs WHERE run_id = ?",
+                (run_id,),
+            ).fetchall())
+            if not rows:
+                self._exec(
+                    "INSERT INTO suture_runs (run_id, agent, status, created_at, updated_at, attempts, "
+                    "entry, labels, lease_owner, lease_token, lease_expires) "
+                    "VALUES (?, ?, 'running', ?, ?, 0, ?, ?, ?, 1, ?)",
+                    (run_id, agent, now, now, _dump(entry), _dump(labels or {}), owner, now + ttl),
+                )
+                return 1, None
+            row = rows[0]
+            previous = _run_record(row[:10])
+            holder, expires, token = row[8], row[10], row[11]
+            if holder and holder != owner and (expires or 0) > now and not holder_is_dead(holder):
+                raise LeaseError(
+                    f"run {run_id!r} is being executed by another live attempt ({holder}); its "
+                    f"lease expires in {expires - now:.0f}s. Wait for it to finish, pass wait= to "
+                    f"wait for the lease, or stop that process.",
+                    run_id=run_id,
+                    holder=holder,
+                )
+            new_token = int(token or 0) + 1
+            self._exec(
+                "UPDATE suture_runs SET lease_owner = ?, lease_token = ?, lease_expires = ?, "
+                "status = 'running', updated_at = ?, entry = COALESCE(?, entry), "
+                "labels = COALESCE(?, labels) WHERE run_id = ?",
+                (owner, new_token, now + ttl, now, _dump(entry), _dump(labels) if labels else None, run_id),
+            )
+            return new_token, previous
+
+    def renew_lease(self, run_id, owner, token, ttl):
+        with self._tx("renewing a lease") as _:
+            cur = self._exec(
+                "UPDATE suture_runs SET lease_expires = ? WHERE run_id = ? AND lease_token = ? "
+                "AND lease_owner = ?",
+                (time.time() + ttl, run_id, token, owner),
+            )
+            return cur.rowcount == 1
+
+    def release_run(self, run_id, token, status, *, result=None, serializer=None, error=None):
+        with self._tx(f"ending run {run_id!r}"):
+            self._exec(
+                "UPDATE suture_runs SET status = ?, updated_at = ?, result = ?, result_serializer = ?, "
+                "error = ?, lease_owner = NULL, lease_expires = NULL "
+                "WHERE run_id = ? AND lease_token = ?",
+                (status, time.time(), result, serializer, error, run_id, token),
+            )
+
+    _RUN_COLS = (
+        "r.run_id, r.agent, r.status, r.created_at, r.updated_at, r.attempts, r.entry, r.error, "
+        "r.lease_owner, r.labels"
+    )
+
+    def get_run(self, run_id):
+        rows = self._read(f"SELECT {self._RUN_COLS} FROM suture_runs r WHERE r.run_id = ?", (run_id,))
+        if not rows:
+            return None
+        rec = _run_record(rows[0])
+        rec.steps = self._read("SELECT COUNT(*) FROM suture_journal WHERE run_id = ?", (run_id,))[0][0]
+        return rec
+
+    def get_result(self, run_id):
+        rows = self._read(
+            "SELECT result, result_serializer FROM suture_runs WHERE run_id = ?",
+            (run_id,),
+        )
+        if not rows or rows[0][1] is None:
+            return None
+        return _blob(rows[0][0]), rows[0][1]
+
+    def list_runs(self, limit=50, status=None):
+        where = "WHERE r.status = ?" if status else ""
+        params: tuple = (status, limit) if status else (limit,)
+        rows = self._read(
+            f"SELECT {self._RUN_COLS}, (SELECT COUNT(*) FROM suture_journal j WHERE j.run_id = r.run_id) "
+            f"FROM suture_runs r {where} ORDER BY r.updated_at DESC LIMIT ?",
+            params,
+        )
+        out = []
+        for row in rows:
+            rec = _run_record(row[:10])
+            rec.steps = row[10]
+            out.append(rec)
+        return out
+
+    # ---- attempts and events ------------------------------------------------------------------
+    def start_attempt(self, run_id, token, resources, pid):
+        with self._tx(f"starting an attempt of {run_id!r}"):
+            rows = list(self._exec(
+                "SELECT attempts, lease_token FROM suture_runs WHERE run_id = ?", (run_id,)
+            ).fetchall())
+            if not rows or rows[0][1] != token:
+                raise LeaseError(
+                    f"run {run_id!r} was taken over by another attempt (stale fencing token {token})",
+                    run_id=run_id,
+                )
+            attempt = int(rows[0][0] or 0) + 1
+            self._exec("UPDATE suture_runs SET attempts = ? WHERE run_id = ?", (attempt, run_id))
+            self._exec(
+                "INSERT INTO suture_attempts (run_id, attempt, started_at, status, resources, pid) "
+                "VALUES (?, ?, ?, 'running', ?, ?)",
+                (run_id, attempt, time.time(), _dump(resources), pid),
+            )
+            return attempt
+
+    def end_attempt(self, run_id, attempt, status, stats, failure=None, action=None):
+        with self._tx(f"ending attempt {attempt} of {run_id!r}"):
+            self._exec(
+                "UPDATE suture_attempts SET ended_at = ?, status = ?, stats = ?, failure = ?, action = ? "
+                "WHERE run_id = ? AND attempt = ?",
+                (time.time(), status, _dump(stats), _dump(failure), _dump(action), run_id, attempt),
+            )
+
+    def list_attempts(self, run_id):
+        rows = self._read(
+            "SELECT run_id, attempt, started_at, ended_at, status, resources, stats, failure, action, pid "
+            "FROM suture_attempts WHERE run_id = ? ORDER BY attempt",
+            (run_id,),
+        )
+        return [
+            AttemptRow(
+                run_id=r[0], attempt=r[1], started_at=r[2], ended_at=r[3], status=r[4],
+                resources=_load(r[5]) or {}, stats=_load(r[6]) or {}, failure=_load(r[7]),
+                action=_load(r[8]), pid=r[9],
+            )
+            for r in rows
+        ]
+
+    def add_event(self, run_id, attempt, kind, data):
+        with self._tx(f"recording a {kind} event"):
+            self._exec(
+                "INSERT INTO suture_events (run_id, attempt, ts, kind, data) VALUES (?, ?, ?, ?, ?)",
+                (run_id, attempt, time.time(), kind, _dump(data)),
+            )
+
+    def list_events(self, run_id):
+        rows = self._read(
+            "SELECT attempt, ts, kind, data FROM suture_events WHERE run_id = ? ORDER BY id", (run_id,)
+        )
+        return [{"attempt": r[0], "ts": r[1], "kind": r[2], "data": _load(r[3])} for r in rows]
+
+    # ---- journal --------------------------------------------------------------------------------
+    def load_journal(self, run_id):
+        rows = self._read(
+            "SELECT path, name, idx, seq, fingerprint, output, serializer, kind, source, duration "
+            "FROM suture_journal WHERE run_id = ?",
+            (run_id,),
+            doing=f"loading the journal of {run_id!r}",
+        )
+        return {(r[0], r[1], r[2]): (r[3], r[4], _blob(r[5]), r[6], r[7], r[8], r[9]) for r in rows}
+
+    _INSERT_ENTRY = (
+        f"INSERT INTO suture_journal ({_JOURNAL_COLS}) "
+        "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
+        "WHERE EXISTS (SELECT 1 FROM suture_runs WHERE run_id = ? AND lease_token = ?)"
+    )
+
+    def write(self, run_id, token, entries, states=(), cache_puts=(), cache_hits=()):
+        fence = (run_id, token)
+        with self._tx(f"committing {len(entries)} step(s) of run {run_id!r}") as conn:
+            sql = self._q(self._INSERT_ENTRY)
+            if len(entries) == 1:
+                written = conn.execute(sql, (run_id, *entries[0], *fence)).rowcount
+            else:
+                written = 0
+                for e in entries:
+                    written += conn.execute(sql, (run_id, *e, *fence)).rowcount
+            if written != len(entries):
+                raise LeaseError(
+                    f"run {run_id!r} was taken over by another attempt: this attempt's fencing token "
+                    f"{token} is stale, so its {len(entries)} step(s) were not written. Only one "
+                    f"attempt of a run may write; the newer one continues.",
+                    run_id=run_id,
+                )
+            now = time.time()
+            for key, value in states:
+                self._state_upsert(conn, key, value, run_id, now)
+            for put in cache_puts:
+                self._cache_upsert(conn, put)
+            for key, saved in cache_hits:
+                self._cache_count_hit(conn, key, saved)
+
+    def drop_from(self, run_id, token, seq):
+        with self._tx(f"dropping diverged entries of {run_id!r}"):
+            rows = list(self._exec(
+                "SELECT lease_token FROM suture_runs WHERE run_id = ?", (run_id,)
+            ).fetchall())
+            if not rows or rows[0][0] != token:
+                raise LeaseError(f"run {run_id!r} was taken over by another attempt", run_id=run_id)
+            return self._exec(
+                "DELETE FROM suture_journal WHERE run_id = ? AND seq >= ?", (run_id, seq)
+            ).rowcount
+
+    def list_entries(self, run_id):
+        rows = self._read(
+            "SELECT seq, path, name, idx, kind, source, fingerprint, attempt, started_at, duration, "
+            "LENGTH(output) FROM suture_journal WHERE run_id = ? ORDER BY seq",
+            (run_id,),
+        )
+        return [
+            EntryRow(
+                seq=r[0], path=r[1], name=r[2], idx=r[3], kind=r[4], source=r[5], fingerprint=r[6],
+                attempt=r[7], started_at=r[8], duration=r[9], size=r[10] or 0,
+            )
+            for r in rows
+        ]
+
+    # ---- global cache ---------------------------------------------------------------------------
+    def cache_get(self, key):
+        with self._lock:
+            try:
+                row = self._exec(
+                    "SELECT value, serializer, duration, expires_at FROM suture_cache WHERE key = ?",
+                    (key,),
+                ).fetchone()
+            except self._driver_errors() as exc:
+                raise self._explain(exc, "reading the cache") from exc
+        if row is None or (row[3] is not None and row[3] <= time.time()):
+            return None
+        return _blob(row[0]), row[1], row[2] or 0.0
+
+    def cache_put(self, put):
+        with self._tx("writing a cache entry") as conn:
+            self._cache_upsert(conn, put)
+
+    def cache_hit(self, key, saved):
+        with self._tx("counting a cache hit") as conn:
+            self._cache_count_hit(conn, key, saved)
+
+    def _cache_upsert(self, conn: Any, put: CachePut) -> None:
+        key, step, version, value, serializer, created, expires, duration = put
+        conn.execute(
+            self._q(
+                "INSERT INTO suture_cache (key, step, version, value, serializer, created_at, "
+                "expires_at, hits, duration) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value, serializer = excluded.serializer, "
+                "created_at = excluded.created_at, expires_at = excluded.expires_at, "
+                "duration = excluded.duration"
+            ),
+            (key, step, version, value, serializer, created, expires, duration),
+        )
+        conn.execute(
+            self._q(
+                "INSERT INTO suture_cache_stats (step, hits, misses, saved_seconds) VALUES (?, 0, 1, 0) "
+                "ON CONFLICT (step) DO UPDATE SET misses = suture_cache_stats.misses + 1"
+            ),
+            (step,),
+        )
+
+    def _cache_count_hit(self, conn: Any, key: str, saved: float) -> None:
+        conn.execute(self._q("UPDATE suture_cache SET hits = hits + 1 WHERE key = ?"), (key,))
+        conn.execute(
+            self._q(
+                "INSERT INTO suture_cache_stats (step, hits, misses, saved_seconds) "
+                "SELECT step, 1, 0, ? FROM suture_cache WHERE key = ? "
+                "ON CONFLICT (step) DO UPDATE SET hits = suture_cache_stats.hits + 1, "
+                "saved_seconds = suture_cache_stats.saved_seconds + excluded.saved_seconds"
+            ),
+            (saved, key),
+        )
+
+    def cache_list(self, step=None, limit=200):
+        where = "WHERE step = ?" if step else ""
+        params: tuple = (step, limit) if step else (limit,)
+        rows = self._read(
+            "SELECT key, step, version, created_at, expires_at, hits, duration, LENGTH(value) "
+            f"FROM suture_cache {where} ORDER BY created_at DESC LIMIT ?",
+            params,
+        )
+        return [
+            CacheRow(
+                key=r[0], step=r[1], version=r[2], created_at=r[3], expires_at=r[4], hits=r[5],
+                duration=r[6] or 0.0, size=r[7] or 0,
+            )
+            for r in rows
+        ]
+
+    def cache_clear(self, step=None, expired_only=False):
+        clauses, params = [], []
+        if step:
+            clauses.append("step = ?")
+            params.append(step)
+        if expired_only:
+            clauses.append("expires_at IS NOT NULL AND expires_at <= ?")
+            params.append(time.time())
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        with self._tx("clearing the cache"):
+            return self._exec(f"DELETE FROM suture_cache {where}", tuple(params)).rowcount
+
+    def cache_stats(self):
+        rows = self._read("SELECT step, hits, misses, saved_seconds FROM suture_cache_stats ORDER BY step")
+        return {r[0]: {"hits": r[1], "misses": r[2], "saved_seconds": r[3]} for r in rows}
+
+    # ---- state ------------------------------------------------------------------------------------
+    def state_get(self, key):
+        rows = self._read("SELECT value FROM suture_state WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
+
+    def state_put(self, key, value, run_id):
+        with self._tx(f"saving state {key!r}") as conn:
+            self._state_upsert(conn, key, value, run_id, time.time())
+
+    def _state_upsert(self, conn: Any, key: str, value: str, run_id: str | None, now: float) -> None:
+        conn.execute(
+            self._q(
+                "INSERT INTO suture_state (key, value, run_id, updated_at, version) VALUES (?, ?, ?, ?, 1) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value, run_id = excluded.run_id, "
+                "updated_at = excluded.updated_at, version = suture_state.version + 1"
+            ),
+            (key, value, run_id, now),
+        )
+
+    # ---- questions --------------------------------------------------------------------------------
+    def question_put(self, question):
+        with self._tx("storing a question"):
+            self._exec(
+                "INSERT INTO suture_questions (run_id, qid, question, schema, status, answer, created_at) "
+                "VALUES (?, ?, ?, ?, 'pending', NULL, ?) ON CONFLICT (run_id, qid) DO NOTHING",
+                (question.run_id, question.qid, question.question, _dump(question.schema_), time.time()),
+            )
+
+    def question_get(self, run_id, qid):
+        found = self._questions("WHERE run_id = ? AND qid = ?", (run_id, qid))
+        return found[0] if found else None
+
+    def question_answer(self, run_id, qid, answer):
+        with self._tx("recording an answer"):
+            cur = self._exec(
+                "UPDATE suture_questions SET status = 'answered', answer = ?, answered_at = ? "
+                "WHERE run_id = ? AND qid = ?",
+                (_dump(answer), time.time(), run_id, qid),
+            )
+            if cur.rowcount != 1:
+                raise StoreError(f"run {run_id!r} has no question {qid!r}")
+
+    def questions(self, run_id=None, status="pending"):
+        clauses, params = [], []
+        if run_id:
+            clauses.append("run_id = ?")
+            params.append(run_id)
+        if status:
+            clauses.append("status = ?")
+            params.append(status)
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        return self._questions(where, tuple(params))
+
+    def _questions(self, where: str, params: tuple) -> list[Question]:
+        rows = self._read(
+            "SELECT run_id, qid, question, schema, status, answer, created_at, answered_at "
+            f"FROM suture_questions {where} ORDER BY created_at",
+            params,
+        )
+        return [
+            Question(
+                run_id=r[0], qid=r[1], question=r[2], schema=_load(r[3]) or {}, status=r[4],
+                answer=_load(r[5]), created_at=r[6], answered_at=r[7],
+            )
+            for r in rows
+        ]
+
+    def close(self):
+        with self._lock:
+            try:
+                self._conn.close()
+            except Exception:  # closing twice or a dropped connection: nothing to keep
+                pass
+
+
+def _dump(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"), default=str)
+
+
+def _load(text: Any) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _blob(value: Any) -> Any:
+    return bytes(value) if isinstance(value, memoryview) else value
+
+
+def _run_record(row: tuple) -> RunRecord:
+    return RunRecord(
+        run_id=row[0], agent=row[1], status=row[2], created_at=row[3], updated_at=row[4],
+        attempts=row[5] or 0, entry=_load(row[6]), error=row[7], lease_owner=row[8],
+        labels=_load(row[9]) or {},
+    )
