@@ -207,6 +207,17 @@ class RunHandle:
 
             _emit("suture_publish_report", run=self.info, report=build_report(self.store, self.run_id))
 
+    def history(self) -> list[Failure]:
+        """Failures of this run's earlier attempts (also those of earlier processes), oldest first."""
+        out = []
+        for row in self.store.list_attempts(self.run_id):
+            if row.failure:
+                try:
+                    out.append(Failure.model_validate(row.failure))
+                except Exception:  # a record from another version: skip it rather than fail the run
+                    continue
+        return out
+
     def release_lease_only(self) -> None:
         if self.heartbeat is not None:
             self.heartbeat.stop()
@@ -446,28 +457,54 @@ def agent(
     """
 
     def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
-        mode = durability or os.environ.get("SUTURE_DURABILITY", "sync")
-        if mode not in DURABILITY:
-            raise ConfigError(f"durability={mode!r}: choose one of {', '.join(DURABILITY)}")
-        ladder = [memory] if isinstance(memory, str) else list(memory or [])
-        gpus = [gpu] if isinstance(gpu, int) else list(gpu or [])
-        options = AgentOptions(
-            name=name or f.__qualname__, durability=mode, strict=strict, max_attempts=max_attempts,
-            memory=ladder, memory_ceiling=memory_ceiling, timeout=timeout, isolate=isolate, human=human,
-            cpu=cpu, gpu=gpus, serializer=serializer, lease_ttl=lease_ttl or LEASE_TTL, wait=wait,
-        )
-        if ladder:
-            from .failures import parse_memory
-
-            for rung in ladder:
-                parse_memory(rung)  # a clear error now rather than at the first OOM
-        return wrap_agent(Agent(f, options))
+        return wrap_agent(build_agent(
+            f, name=name, durability=durability, strict=strict, max_attempts=max_attempts, memory=memory,
+            memory_ceiling=memory_ceiling, timeout=timeout, isolate=isolate, human=human, cpu=cpu, gpu=gpu,
+            serializer=serializer, lease_ttl=lease_ttl, wait=wait,
+        ))
 
     if fn is not None:
         if not callable(fn):
             raise TypeError("@suture.agent takes a function, or keyword options: @suture.agent(memory=[...])")
         return decorate(fn)
     return decorate
+
+
+def build_agent(
+    f: Callable[..., Any],
+    *,
+    name: str | None = None,
+    durability: str | None = None,
+    strict: bool = False,
+    max_attempts: int = 3,
+    memory: list[str] | str | None = None,
+    memory_ceiling: str | None = None,
+    timeout: float | None = None,
+    isolate: bool = False,
+    human: bool = False,
+    cpu: Any = None,
+    gpu: list[int] | int | None = None,
+    serializer: Any = None,
+    lease_ttl: float | None = None,
+    wait: float = 0.0,
+) -> Agent:
+    """Validate the options of :func:`agent` and build the :class:`Agent` (adapters use this)."""
+    mode = durability or os.environ.get("SUTURE_DURABILITY", "sync")
+    if mode not in DURABILITY:
+        raise ConfigError(f"durability={mode!r}: choose one of {', '.join(DURABILITY)}")
+    ladder = [memory] if isinstance(memory, str) else list(memory or [])
+    if ladder:
+        from .failures import parse_memory
+
+        for rung in ladder:
+            parse_memory(rung)  # a clear error now rather than at the first OOM
+    gpus = [gpu] if isinstance(gpu, int) else list(gpu or [])
+    options = AgentOptions(
+        name=name or f.__qualname__, durability=mode, strict=strict, max_attempts=max_attempts,
+        memory=ladder, memory_ceiling=memory_ceiling, timeout=timeout, isolate=isolate, human=human,
+        cpu=cpu, gpu=gpus, serializer=serializer, lease_ttl=lease_ttl or LEASE_TTL, wait=wait,
+    )
+    return Agent(f, options)
 
 
 def wrap_agent(ag: Agent) -> Callable[..., Any]:
