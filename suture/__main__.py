@@ -1,0 +1,5 @@
+"""python -m suture"""
+
+from .cli import main
+
+main()

@@ -1,0 +1,291 @@
+"""The ``suture`` command line: inspect runs, the journal and the cache; answer and resume runs.
+
+Every listing takes ``--json`` for scripts. The store is the one the library uses
+(``SUTURE_STORE_URL`` / ``SUTURE_HOME``), or ``--store URL``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def _store(ctx: click.Context) -> Any:
+    from .config import get_store
+
+    return get_store(ctx.obj.get("store"))
+
+
+def _when(ts: float | None) -> str:
+    if not ts:
+        return ""
+    return _dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _dur(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f}µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.1f}ms"
+    return f"{seconds:.2f}s"
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+class _Group(click.Group):
+    """Turns suture's own errors into one clear line and exit status 1 (no traceback)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from .errors import SutureError
+
+        try:
+            return super().invoke(ctx)
+        except SutureError as exc:
+            console.print(f"[red]error:[/red] {exc}", highlight=False)
+            sys.exit(getattr(exc, "exit_code", 1) if type(exc).__name__ in ("Suspended", "Preempted") else 1)
+
+
+@click.group(cls=_Group)
+@click.option("--store", envvar="SUTURE_STORE_URL", default=None,
+              help="Store URL (default: SUTURE_STORE_URL, else $SUTURE_HOME/suture.db, else ~/.suture/suture.db).")
+@click.version_option(package_name="suture")
+@click.pass_context
+def cli(ctx: click.Context, store: str | None) -> None:
+    """suture: self-healing agents. Inspect runs, their journal and the global cache."""
+    ctx.ensure_object(dict)
+    ctx.obj["store"] = store
+
+
+@cli.command()
+@click.option("--limit", default=50, show_default=True, help="How many runs, newest first.")
+@click.option("--status", default=None, help="Only runs with this status (running, succeeded, failed, suspended).")
+@click.option("--waiting", is_flag=True, help="Only runs waiting for a human answer, with their questions.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def runs(ctx: click.Context, limit: int, status: str | None, waiting: bool, as_json: bool) -> None:
+    """List runs: status, attempts, journal size."""
+    store = _store(ctx)
+    if waiting:
+        qs = store.questions(status="pending")
+        if as_json:
+            _emit_json([q.model_dump(by_alias=True) for q in qs])
+            return
+        table = Table(title="runs waiting for an answer")
+        for col in ("run", "question id", "question", "asked"):
+            table.add_column(col)
+        for q in qs:
+            table.add_row(q.run_id, q.qid, q.question, _when(q.created_at))
+        console.print(table)
+        if qs:
+            console.print(f"answer with: suture answer {qs[0].run_id} --json '...'")
+        return
+    rows = store.list_runs(limit=limit, status=status)
+    if as_json:
+        _emit_json([r.model_dump() for r in rows])
+        return
+    table = Table(title=f"suture runs ({store.url})")
+    for col in ("run", "agent", "status", "attempts", "steps", "updated"):
+        table.add_column(col, overflow="fold")
+    colors = {"succeeded": "green", "failed": "red", "running": "yellow", "suspended": "magenta"}
+    for r in rows:
+        table.add_row(r.run_id, r.agent, f"[{colors.get(r.status, 'white')}]{r.status}[/]", str(r.attempts),
+                      str(r.steps), _when(r.updated_at))
+    console.print(table)
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--limit", default=200, show_default=True, help="Journal entries to show (0 = all).")
+@click.pass_context
+def show(ctx: click.Context, run_id: str, as_json: bool, limit: int) -> None:
+    """A run's timeline: attempts (resources, failures, decisions) and each step live / cached / replayed."""
+    from .report import build_report
+
+    store = _store(ctx)
+    rec = store.get_run(run_id)
+    if rec is None:
+        raise click.ClickException(f"no run {run_id!r} in {store.url} (see `suture runs`)")
+    report = build_report(store, run_id)
+    entries = store.list_entries(run_id)
+    events = store.list_events(run_id)
+    if as_json:
+        _emit_json({"run": rec.model_dump(), "report": report.model_dump(),
+                    "entries": [e.model_dump() for e in entries], "events": events})
+        return
+    console.print(f"[bold]run {run_id}[/bold]  agent {rec.agent}  status [bold]{rec.status}[/bold]  "
+                  f"attempts {rec.attempts}")
+    if rec.error:
+        console.print(f"[red]{rec.error}[/red]", highlight=False)
+    console.print(f"calls: {report.live} live, {report.cached} from cache, {report.replayed} replayed "
+                  f"→ {report.replayed + report.cached} saved ({report.saved_seconds:.2f}s of work)")
+    at = Table(title="attempts")
+    for col in ("#", "status", "resources", "live", "replayed", "cached", "failure", "decision"):
+        at.add_column(col, overflow="fold")
+    from .failures import Resources
+
+    for a in report.attempts:
+        f = a.failure or {}
+        s = a.stats or {}
+        act = a.action or {}
+        at.add_row(
+            str(a.attempt), a.status, Resources(**a.resources).describe() if a.resources else "no limits",
+            str(s.get("live", "")), str(s.get("replayed", "")), str(s.get("cached", "")),
+            f"{f.get('layer')}/{f.get('kind')}: {f.get('message', '')}" if f else "",
+            f"{act.get('kind', '')} {act.get('reason', '')}".strip(),
+        )
+    console.print(at)
+    # which attempt replayed an entry: every attempt after the one that ran it
+    last_attempt = rec.attempts
+    jt = Table(title=f"journal ({len(entries)} entries)")
+    for col in ("seq", "step", "path", "#", "how", "attempt", "duration", "status"):
+        jt.add_column(col, overflow="fold")
+    shown = entries if limit == 0 else entries[:limit]
+    for e in shown:
+        how = {"live": "live", "cache": "cached", "human": "answered"}.get(e.source, e.source)
+        later = f" → replayed in {e.attempt + 1}..{last_attempt}" if e.attempt < last_attempt else ""
+        jt.add_row(str(e.seq), e.name, e.path or "", e.idx, how + later, str(e.attempt), _dur(e.duration), "ok")
+    console.print(jt)
+    if len(entries) > len(shown):
+        console.print(f"... {len(entries) - len(shown)} more (use --limit 0)")
+    rare = [ev for ev in events if ev["kind"] in ("divergence", "escalation", "suspend")]
+    for ev in rare:
+        console.print(f"[yellow]attempt {ev['attempt']}: {ev['kind']}[/yellow] {json.dumps(ev['data'])[:300]}",
+                      highlight=False)
+
+
+@cli.group()
+def cache() -> None:
+    """The global cache shared across runs and machines."""
+
+
+@cache.command("ls")
+@click.option("--step", default=None, help="Only entries of this step.")
+@click.option("--limit", default=200, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def cache_ls(ctx: click.Context, step: str | None, limit: int, as_json: bool) -> None:
+    """List cache entries and per-step hits, misses and time saved."""
+    store = _store(ctx)
+    rows = store.cache_list(step=step, limit=limit)
+    stats = store.cache_stats()
+    if as_json:
+        _emit_json({"entries": [r.model_dump() for r in rows], "stats": stats})
+        return
+    table = Table(title="cache entries")
+    for col in ("step", "version", "key", "hits", "size", "created", "expires"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r.step, r.version or "", r.key[:16], str(r.hits), f"{r.size} B", _when(r.created_at),
+                      _when(r.expires_at) or "never")
+    console.print(table)
+    st = Table(title="per step")
+    for col in ("step", "hits", "misses", "saved"):
+        st.add_column(col)
+    for name, s in stats.items():
+        st.add_row(name, str(s["hits"]), str(s["misses"]), _dur(s["saved_seconds"]))
+    console.print(st)
+
+
+@cache.command("clear")
+@click.option("--step", default=None, help="Only entries of this step.")
+@click.option("--expired", is_flag=True, help="Only expired entries.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def cache_clear(ctx: click.Context, step: str | None, expired: bool, as_json: bool) -> None:
+    """Delete cache entries (journals of runs are not touched)."""
+    n = _store(ctx).cache_clear(step=step, expired_only=expired)
+    if as_json:
+        _emit_json({"deleted": n})
+    else:
+        console.print(f"deleted {n} cache entr{'y' if n == 1 else 'ies'}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def plugins(as_json: bool) -> None:
+    """List loaded plugins, where they come from and the hooks they implement."""
+    from .manager import plugin_table
+
+    rows = plugin_table()
+    if as_json:
+        _emit_json(rows)
+        return
+    table = Table(title="suture plugins (built-ins, then entry points of group 'suture', then code)")
+    for col in ("name", "from", "hooks"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["name"], r["origin"], ", ".join(h.removeprefix("suture_") for h in r["hooks"]))
+    console.print(table)
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--json", "answer_json", required=True, help="The answer as JSON (a string answer: '\"yes\"').")
+@click.option("--question", "qid", default=None, help="Question id (default: the run's only pending question).")
+@click.pass_context
+def answer(ctx: click.Context, run_id: str, answer_json: str, qid: str | None) -> None:
+    """Answer a suspended run's question; the run continues on its next attempt (`suture resume`)."""
+    from .human import validate_answer
+
+    store = _store(ctx)
+    pending = store.questions(run_id=run_id, status="pending")
+    if qid:
+        pending = [q for q in pending if q.qid == qid]
+    if not pending:
+        raise click.ClickException(f"run {run_id!r} has no pending question{f' {qid!r}' if qid else ''} "
+                                   f"(see `suture runs --waiting`)")
+    if len(pending) > 1:
+        raise click.ClickException("several questions are pending: choose one with --question "
+                                   + ", ".join(q.qid for q in pending))
+    q = pending[0]
+    try:
+        value = json.loads(answer_json)
+    except json.JSONDecodeError as exc:
+        raise click.ClickException(f"--json is not valid JSON: {exc}") from None
+    schema = q.schema_ if q.schema_ != {"type": "string"} else None
+    try:
+        validate_answer(schema, value)
+    except ValueError as exc:
+        raise click.ClickException(f"answer rejected, the question stays pending: {exc}") from None
+    store.question_answer(run_id, q.qid, value)
+    console.print(f"answered {q.qid!r} of run {run_id}; resume it with: suture resume {run_id}")
+
+
+@cli.command()
+@click.argument("run_id")
+@click.pass_context
+def resume(ctx: click.Context, run_id: str) -> None:
+    """Relaunch a crashed, failed or suspended local run from its recorded entry point."""
+    if ctx.obj.get("store"):
+        import os
+
+        os.environ["SUTURE_STORE_URL"] = ctx.obj["store"]
+    from .adapters.local import resume_run
+
+    result = resume_run(run_id)
+    click.echo(json.dumps(result, default=str) if not isinstance(result, str) else result)
+
+
+def main() -> None:
+    """Entry point of the ``suture`` console script."""
+    from .manager import hook
+
+    hook().suture_register_commands(cli=cli)
+    cli(prog_name="suture")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,188 @@
+"""A scripted model: a small local server speaking OpenAI's chat-completions protocol.
+
+Examples and tests talk to it through the real ``openai`` client (real HTTP, real error classes),
+so they run offline and deterministically. It replays a script of answers, with configurable
+latency, and can inject 429s (with ``Retry-After``), 500s and slow answers.
+
+    with ScriptedModel(answers={"plan": "a\\nb"}, latency=0.05) as model:
+        client = openai.OpenAI(base_url=model.base_url, api_key="scripted")
+        client.chat.completions.create(model="scripted", messages=[{"role": "user", "content": "plan"}])
+        model.calls  # how many completions it served
+
+The call count can also be kept in a file (``count_file=``) so separate processes add up.
+Only the standard library is used here; the ``openai`` client is the caller's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections import deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+
+
+class ScriptedModel:
+    """An OpenAI-compatible chat-completions server on 127.0.0.1 that answers from a script.
+
+    - ``answers``: a dict mapping a substring of the last user message to the answer, checked in
+      order; or a callable ``(messages) -> str``. Unmatched prompts get ``default`` (formatted with
+      ``{prompt}``).
+    - ``latency``: seconds to wait before answering (a realistic model is slow).
+    - ``faults``: a list of ``(status, headers)`` served to the first requests in order, e.g.
+      ``[(429, {"Retry-After": "1"}), (500, {})]``; ``("sleep", seconds)`` delays one answer.
+    - ``count_file``: append one line per served completion (shared across processes).
+    """
+
+    def __init__(
+        self,
+        answers: dict[str, str] | Callable[[list[dict[str, Any]]], str] | None = None,
+        *,
+        default: str = "scripted answer to: {prompt}",
+        latency: float = 0.0,
+        faults: list[tuple[Any, Any]] | None = None,
+        count_file: str | os.PathLike[str] | None = None,
+        port: int = 0,
+    ) -> None:
+        self.answers = answers or {}
+        self.default = default
+        self.latency = latency
+        self.faults: deque[tuple[Any, Any]] = deque(faults or [])
+        self.count_file = os.fspath(count_file) if count_file else None
+        self.calls = 0
+        self.requests = 0
+        self.prompts: list[str] = []
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        """Give this to ``openai.OpenAI(base_url=...)``."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> "ScriptedModel":
+        self._thread = threading.Thread(target=self._server.serve_forever, name="scripted-model", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> "ScriptedModel":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # -- answering -------------------------------------------------------------------------------
+    def answer(self, messages: list[dict[str, Any]]) -> str:
+        if callable(self.answers):
+            return self.answers(messages)
+        prompt = _last_user(messages)
+        for needle, text in self.answers.items():
+            if needle in prompt:
+                return text
+        return self.default.format(prompt=prompt)
+
+    def _count(self, prompt: str) -> None:
+        with self._lock:
+            self.calls += 1
+            self.prompts.append(prompt)
+        if self.count_file:
+            with open(self.count_file, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(prompt) + "\n")
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        model = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:  # quiet
+                pass
+
+            def _send(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                if self.path.rstrip("/").endswith("/models"):
+                    self._send(200, {"object": "list", "data": [{"id": "scripted", "object": "model",
+                                                                 "created": 0, "owned_by": "suture"}]})
+                else:
+                    self._send(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b"{}"
+                with model._lock:
+                    model.requests += 1
+                    fault = model.faults.popleft() if model.faults else None
+                if fault is not None and fault[0] == "sleep":
+                    time.sleep(float(fault[1]))
+                elif fault is not None:
+                    status, headers = fault
+                    kind = "rate_limit_exceeded" if status == 429 else "server_error"
+                    self._send(int(status), {"error": {"message": f"scripted fault {status}", "type": kind,
+                                                       "code": kind}}, dict(headers or {}))
+                    return
+                if not self.path.rstrip("/").endswith("/chat/completions"):
+                    self._send(404, {"error": {"message": f"unknown path {self.path}", "type": "invalid_request_error"}})
+                    return
+                try:
+                    body = json.loads(raw)
+                    messages = body.get("messages", [])
+                except (json.JSONDecodeError, AttributeError):
+                    self._send(400, {"error": {"message": "body is not JSON", "type": "invalid_request_error"}})
+                    return
+                if model.latency:
+                    time.sleep(model.latency)
+                text = model.answer(messages)
+                model._count(_last_user(messages))
+                self._send(200, {
+                    "id": f"chatcmpl-scripted-{model.calls}",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": body.get("model", "scripted"),
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": text}}],
+                    "usage": {"prompt_tokens": len(str(messages)) // 4, "completion_tokens": len(text) // 4,
+                              "total_tokens": (len(str(messages)) + len(text)) // 4},
+                })
+
+        return Handler
+
+
+def _last_user(messages: list[dict[str, Any]]) -> str:
+    for m in reversed(messages):
+        if m.get("role") == "user":
+            content = m.get("content")
+            if isinstance(content, list):
+                return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+            return str(content or "")
+    return ""
+
+
+def count_lines(path: str | os.PathLike[str]) -> int:
+    """Calls recorded in a ``count_file`` (0 if it does not exist)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return sum(1 for _ in fh)
+    except FileNotFoundError:
+        return 0
