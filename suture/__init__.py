@@ -33,7 +33,6 @@ from .errors import (
     Suspended,
     SutureError,
 )
-from .failures import Action, Evidence, Failure, RecoveryPolicy, Resources
 from .manager import hookimpl, register, unregister
 from .runtime import SutureWarning, current, map, now, random, state, step, uuid
 
@@ -50,10 +49,19 @@ def ask(question: str, schema: Any = None, *, key: str | None = None) -> Any:
     return _ask(question, schema, key=key)
 
 
-def __getattr__(name: str) -> Any:  # lazy subpackages: adapters and sandbox import heavy SDKs
-    if name in ("adapters", "sandbox"):
-        import importlib
+_LAZY = {"Action": "failures", "Evidence": "failures", "Failure": "failures", "RecoveryPolicy": "failures",
+         "Resources": "failures"}
 
+
+def __getattr__(name: str) -> Any:
+    # Lazy: the failure models (pydantic) load on first use; adapters and sandbox import heavy SDKs.
+    import importlib
+
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"suture.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    if name in ("adapters", "sandbox"):
         return importlib.import_module(f"suture.{name}")
     raise AttributeError(f"module 'suture' has no attribute {name!r}")
 

@@ -21,10 +21,12 @@ from typing import Any, Callable
 
 from . import serialization as ser
 from .errors import ConfigError, GiveUp, LeaseError, Preempted, SerializationError, Suspended, SutureError
-from .failures import Action, Failure, RecoveryPolicy, Resources
-from .models import RunInfo
+from .calls import RunInfo
 from .runtime import DURABILITY, AttemptAborted, Frame, Run, Step, _active, _frame, _hooks
 from .store.base import owner_id
+
+if typing.TYPE_CHECKING:  # pragma: no cover
+    from .failures import Action, Failure, RecoveryPolicy, Resources
 
 LEASE_TTL = float(os.environ.get("SUTURE_LEASE_TTL", "60"))
 
@@ -53,6 +55,8 @@ class AgentOptions:
     wait: float = 0.0
 
     def policy(self) -> RecoveryPolicy:
+        from .failures import RecoveryPolicy
+
         return RecoveryPolicy(
             max_attempts=self.max_attempts,
             memory=list(self.memory),
@@ -62,6 +66,8 @@ class AgentOptions:
         )
 
     def first_resources(self) -> Resources:
+        from .failures import Resources
+
         return Resources(
             memory=self.memory[0] if self.memory else None,
             cpu=self.cpu,
@@ -170,6 +176,8 @@ class RunHandle:
         return run
 
     def start_attempt(self, resources: Resources | None, pid: int | None = None) -> Run:
+        from .failures import Resources
+
         res = resources or Resources()
         attempt = self.store.start_attempt(self.run_id, self.token, res.model_dump(exclude_none=True),
                                            pid or os.getpid())
@@ -209,6 +217,8 @@ class RunHandle:
 
     def history(self) -> list[Failure]:
         """Failures of this run's earlier attempts (also those of earlier processes), oldest first."""
+        from .failures import Failure
+
         out = []
         for row in self.store.list_attempts(self.run_id):
             if row.failure:

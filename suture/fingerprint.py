@@ -17,7 +17,6 @@ import hashlib
 import json
 from typing import Any
 
-from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from .errors import FingerprintError
@@ -41,7 +40,7 @@ def canonical(value: Any, where: str = "value") -> Any:
         return [canonical(v, f"{where}[{i}]") for i, v in enumerate(value)]
     if t is dict:
         return _canonical_dict(value, where)
-    if isinstance(value, BaseModel):
+    if hasattr(t, "__pydantic_fields__") and hasattr(value, "model_dump"):  # a pydantic model
         key = getattr(value, "__suture_key__", None)
         if key is not None:
             return canonical(key() if callable(key) else key, where)

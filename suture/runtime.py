@@ -28,7 +28,7 @@ from .errors import (
     SutureError,
 )
 from .fingerprint import digest, fingerprint_call
-from .models import AttemptStats, CallInfo, RunInfo, StepInfo
+from .calls import AttemptStats, CallInfo, RunInfo, StepInfo
 
 DURABILITY = ("sync", "batch", "off")
 #: batch durability: flush after this many completed steps or this many seconds, whichever first.

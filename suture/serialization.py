@@ -11,10 +11,8 @@ datetimes, ...) and reads it back through the function's return annotation, so a
 from __future__ import annotations
 
 import json
-import pickle
 from typing import Any, Protocol, runtime_checkable
 
-from pydantic import TypeAdapter
 from pydantic_core import PydanticSerializationError, to_json
 
 from .errors import ConfigError, SerializationError
@@ -65,12 +63,16 @@ class PickleSerializer:
     name = "pickle"
 
     def dumps(self, value: Any) -> bytes:
+        import pickle
+
         try:
             return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:  # pickling errors are of many types
             raise _Unserializable(str(exc)) from exc
 
     def loads(self, data: str | bytes, type_hint: Any) -> Any:
+        import pickle
+
         return pickle.loads(data if isinstance(data, bytes) else data.encode("latin-1"))
 
 
@@ -103,7 +105,7 @@ def serializer_by_name(name: str) -> Serializer:
     return _BUILTIN.get(name) or _BUILTIN["json"]
 
 
-def type_adapter(annotation: Any) -> TypeAdapter | None:
+def type_adapter(annotation: Any) -> Any:
     """A TypeAdapter for a return annotation, or ``None`` when there is nothing to validate."""
     import inspect
 
@@ -111,6 +113,8 @@ def type_adapter(annotation: Any) -> TypeAdapter | None:
         return None
     if annotation is type(None):
         return None
+    from pydantic import TypeAdapter
+
     try:
         return TypeAdapter(annotation)
     except Exception:  # an annotation pydantic cannot build a schema for: return raw JSON

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import abc
 import os
-import socket
 from typing import Any
 
-from ..models import AttemptRow, CacheRow, EntryRow, Question, RunRecord
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..models import AttemptRow, CacheRow, EntryRow, Question, RunRecord
 
 #: Bump with a migration whenever the schema changes; a store newer than this is refused.
 SCHEMA_VERSION = 1
@@ -34,6 +36,8 @@ CachePut = tuple
 
 def owner_id() -> str:
     """Identity of this process as a lease holder: ``host:pid``."""
+    import socket
+
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -41,6 +45,8 @@ def holder_is_dead(owner: str | None) -> bool:
     """Whether a lease holder on this host is a process that no longer exists."""
     if not owner:
         return True
+    import socket
+
     host, _, rest = owner.partition(":")
     pid_text = rest.split(":", 1)[0]
     if host != socket.gethostname() or not pid_text.isdigit():

@@ -1,0 +1,37 @@
+"""Helpers shared by the benchmarks: a printed table and the JSON results files."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def print_table(title: str, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Print a plain-text table (no dependency beyond the standard library)."""
+    rows = [[str(c) for c in r] for r in rows]
+    widths = [max(len(str(h)), *(len(r[i]) for r in rows)) if rows else len(str(h)) for i, h in enumerate(header)]
+    line = "+".join("-" * (w + 2) for w in widths)
+    print(f"\n{title}\n{line}")
+    print(" | ".join(str(h).ljust(w) for h, w in zip(header, widths)))
+    print(line)
+    for r in rows:
+        print(" | ".join(c.ljust(w) for c, w in zip(r, widths)))
+    print(line)
+
+
+def write_results(name: str, data: dict[str, Any]) -> Path:
+    """Write bench/results/<name>.json and merge every results file into bench/results.json."""
+    RESULTS.mkdir(exist_ok=True)
+    data = {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "python": platform.python_version(),
+            "machine": platform.machine(), **data}
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(data, indent=2, default=str))
+    merged = {p.stem: json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))}
+    (RESULTS.parent / "results.json").write_text(json.dumps(merged, indent=2, default=str))
+    print(f"wrote {path} and {RESULTS.parent / 'results.json'}")
+    return path
