@@ -1,0 +1,47 @@
+"""A human answer round trip through the CLI, in subprocesses, including a rejected answer."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+AGENT = Path(__file__).parent / "agents" / "human_agent.py"
+
+
+def run(env, *args):
+    return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_ask_suspends_then_cli_answer_resumes(child_env, tmp_path):
+    env = dict(child_env, HUMAN_LOG=str(tmp_path / "log"))
+    first = run(env, str(AGENT), "h1", "pricing")
+    assert first.returncode == 75, first.stderr
+    assert "suture answer h1" in first.stderr
+
+    waiting = json.loads(run(env, "-m", "suture", "runs", "--waiting", "--json").stdout)
+    assert [(q["run_id"], q["question"]) for q in waiting] == [("h1", "approve 'plan for pricing'?")]
+    status = json.loads(run(env, "-m", "suture", "runs", "--json").stdout)
+    assert status[0]["status"] == "suspended"
+
+    # still pending: a second attempt suspends again without re-running the plan step
+    assert run(env, str(AGENT), "h1", "pricing").returncode == 75
+
+    bad = run(env, "-m", "suture", "answer", "h1", "--json", '{"approve": "maybe"}')
+    assert bad.returncode != 0 and "answer rejected" in bad.stderr and "approve" in bad.stderr
+    assert len(json.loads(run(env, "-m", "suture", "runs", "--waiting", "--json").stdout)) == 1
+
+    good = run(env, "-m", "suture", "answer", "h1", "--json", '{"approve": true, "budget": 5}')
+    assert good.returncode == 0, good.stderr
+    assert json.loads(run(env, "-m", "suture", "runs", "--waiting", "--json").stdout) == []
+
+    done = run(env, str(AGENT), "h1", "pricing")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"plan": "plan for pricing", "approved": True, "budget": 5}
+    assert (tmp_path / "log").read_text().split() == ["plan"]  # the step ran once in three attempts
+
+
+def test_answer_without_pending_question_is_clear(child_env):
+    out = run(child_env, "-m", "suture", "answer", "ghost", "--json", "true")
+    assert out.returncode != 0 and "no pending question" in out.stderr
