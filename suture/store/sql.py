@@ -34,6 +34,7 @@ class SqlStore(Store):
         self._lock = threading.RLock()
         self._conn = self._connect()
         self._sql_cache: dict[str, str] = {}
+        self._insert_entry_sql = self._q(self._INSERT_ENTRY)
         self._prepare()
 
     # ---- dialect ------------------------------------------------------------------------------
@@ -267,29 +268,45 @@ class SqlStore(Store):
     )
 
     def write(self, run_id, token, entries, states=(), cache_puts=(), cache_hits=()):
-        fence = (run_id, token)
-        with self._tx(f"committing {len(entries)} step(s) of run {run_id!r}") as conn:
-            sql = self._q(self._INSERT_ENTRY)
-            if len(entries) == 1:
-                written = conn.execute(sql, (run_id, *entries[0], *fence)).rowcount
-            else:
-                written = 0
-                for e in entries:
-                    written += conn.execute(sql, (run_id, *e, *fence)).rowcount
-            if written != len(entries):
-                raise LeaseError(
-                    f"run {run_id!r} was taken over by another attempt: this attempt's fencing token "
-                    f"{token} is stale, so its {len(entries)} step(s) were not written. Only one "
-                    f"attempt of a run may write; the newer one continues.",
-                    run_id=run_id,
-                )
-            now = time.time()
-            for key, value in states:
-                self._state_upsert(conn, key, value, run_id, now)
-            for put in cache_puts:
-                self._cache_upsert(conn, put)
-            for key, saved in cache_hits:
-                self._cache_count_hit(conn, key, saved)
+        # The hot path (one call per completed step under durability "sync"): no context manager,
+        # no string formatting unless something fails.
+        conn = self._conn
+        sql = self._insert_entry_sql
+        with self._lock:
+            try:
+                conn.execute(self.begin_write)
+                try:
+                    written = 0
+                    for e in entries:
+                        written += conn.execute(sql, (run_id, *e, run_id, token)).rowcount
+                    if written != len(entries) or (not entries and not self._holds(conn, run_id, token)):
+                        raise LeaseError(
+                            f"run {run_id!r} was taken over by another attempt: this attempt's fencing "
+                            f"token {token} is stale, so its {len(entries)} step(s) were not written. "
+                            f"Only one attempt of a run may write; the newer one continues.",
+                            run_id=run_id,
+                        )
+                    if states or cache_puts or cache_hits:
+                        now = time.time()
+                        for key, value in states:
+                            self._state_upsert(conn, key, value, run_id, now)
+                        for put in cache_puts:
+                            self._cache_upsert(conn, put)
+                        for key, saved in cache_hits:
+                            self._cache_count_hit(conn, key, saved)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except Exception:  # the connection may be gone; so is the transaction
+                        pass
+                    raise
+            except self._driver_errors() as exc:
+                raise self._explain(exc, f"committing {len(entries)} step(s) of run {run_id!r}") from exc
+
+    def _holds(self, conn: Any, run_id: str, token: int) -> bool:
+        row = conn.execute(self._q("SELECT lease_token FROM suture_runs WHERE run_id = ?"), (run_id,)).fetchone()
+        return row is not None and row[0] == token
 
     def drop_from(self, run_id, token, seq):
         with self._tx(f"dropping diverged entries of {run_id!r}"):

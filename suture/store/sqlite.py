@@ -38,7 +38,6 @@ MIGRATIONS: dict[int, str] = {
         output BLOB, serializer TEXT NOT NULL, started_at REAL NOT NULL, duration REAL NOT NULL,
         attempt INTEGER NOT NULL,
         PRIMARY KEY (run_id, path, name, idx));
-    CREATE INDEX IF NOT EXISTS suture_journal_seq ON suture_journal (run_id, seq);
     CREATE TABLE IF NOT EXISTS suture_events (
         id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, attempt INTEGER,
         ts REAL NOT NULL, kind TEXT NOT NULL, data TEXT);
