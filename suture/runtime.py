@@ -488,7 +488,12 @@ class Step:
             )
 
     # -- the call itself -------------------------------------------------------------------------
-    def call(self, args: tuple, kwargs: dict, key: str | None = None, located: tuple | None = None) -> Any:
+    def begin(self, args: tuple, kwargs: dict, key: str | None, located: tuple | None) -> tuple:
+        """Everything before running the function: key, fingerprint, journal, cache.
+
+        Returns ``(True, value)`` when the call is answered without running, else
+        ``(False, (frame, idx, fp, cache_key))``.
+        """
         frame, idx = located if located is not None else self.locate(key)
         if frame is None:
             self.warn_outside()
@@ -496,10 +501,17 @@ class Step:
         if frame is not None:
             hit, value = self.lookup(frame, idx, fp)
             if hit:
-                return value
+                return True, value
         hit, value, ck = self.from_cache(frame, idx, fp)
         if hit:
-            return value
+            return True, value
+        return False, (frame, idx, fp, ck)
+
+    def call(self, args: tuple, kwargs: dict, key: str | None = None, located: tuple | None = None) -> Any:
+        done, found = self.begin(args, kwargs, key, located)
+        if done:
+            return found
+        frame, idx, fp, ck = found
         child = self.child(frame, idx)
         history: list[Any] = []
         while True:
@@ -516,23 +528,15 @@ class Step:
                 continue
             finally:
                 _frame.reset(token)
-            duration = time.perf_counter() - t0
-            self.commit(frame, idx, fp, ck, value, started, duration)
+            self.commit(frame, idx, fp, ck, value, started, time.perf_counter() - t0)
             return value
 
     async def acall(self, args: tuple, kwargs: dict, key: str | None = None, located: tuple | None = None) -> Any:
-        # The index is taken before the first await: program order, not completion order.
-        frame, idx = located if located is not None else self.locate(key)
-        if frame is None:
-            self.warn_outside()
-        fp = self.fingerprint(args, kwargs, key) if (frame is not None or self.cache) else ""
-        if frame is not None:
-            hit, value = self.lookup(frame, idx, fp)
-            if hit:
-                return value
-        hit, value, ck = self.from_cache(frame, idx, fp)
-        if hit:
-            return value
+        # begin() takes the call index before the first await: program order, not completion order.
+        done, found = self.begin(args, kwargs, key, located)
+        if done:
+            return found
+        frame, idx, fp, ck = found
         child = self.child(frame, idx)
         history: list[Any] = []
         while True:
@@ -551,8 +555,7 @@ class Step:
                 continue
             finally:
                 _frame.reset(token)
-            duration = time.perf_counter() - t0
-            self.commit(frame, idx, fp, ck, value, started, duration)
+            self.commit(frame, idx, fp, ck, value, started, time.perf_counter() - t0)
             return value
 
     def on_error(self, frame: Frame | None, idx: str, exc: Exception, history: list[Any]) -> float:
