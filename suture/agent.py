@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import serialization as ser
-from .errors import ConfigError, GiveUp, LeaseError, Preempted, SerializationError, Suspended, SutureError
+from .errors import ConfigError, GiveUp, LeaseError, Preempted, SerializationError, StepFailed, Suspended, SutureError
 from .calls import RunInfo
-from .runtime import DURABILITY, AttemptAborted, Frame, Run, Step, _active, _frame, _hooks
+from .runtime import DURABILITY, AttemptAborted, Frame, Run, Step, _active, _frame, _hooks, return_annotation
 from .store.base import owner_id
 
 if typing.TYPE_CHECKING:  # pragma: no cover
@@ -276,22 +276,19 @@ def _flush_quietly(run: Run) -> None:
 class Agent:
     """The machinery behind one ``@suture.agent`` function."""
 
-    def __init__(self, fn: Callable[..., Any], options: AgentOptions) -> None:
+    def __init__(self, fn: Callable[..., Any], options: AgentOptions, namespace: dict[str, Any] | None = None) -> None:
         self.fn = fn
+        self.namespace = namespace
         self.options = options
         self.name = options.name
         self.is_async = inspect.iscoroutinefunction(fn)
         self.serializer = ser.get_serializer(options.serializer)
-        self.as_step = Step(fn, name=options.name, serializer=options.serializer)
+        self.as_step = Step(fn, name=options.name, serializer=options.serializer, namespace=namespace)
         self._adapter: Any = False
 
     def result_adapter(self) -> Any:
         if self._adapter is False:
-            try:
-                ann = typing.get_type_hints(self.fn).get("return", inspect.Signature.empty)
-            except Exception:
-                ann = inspect.Signature.empty
-            self._adapter = ser.type_adapter(ann)
+            self._adapter = ser.type_adapter(return_annotation(self.fn, self.namespace))
         return self._adapter
 
     def decode_result(self, raw: tuple[Any, str]) -> Any:
@@ -327,7 +324,7 @@ class Agent:
         if self.options.isolated and not os.environ.get("SUTURE_CHILD_ATTEMPT"):
             from .adapters.local import run_isolated
 
-            return run_isolated(self, args, kwargs, run_id or new_run_id(self.name))
+            return run_isolated(self, args, kwargs, run_id if run_id is not None else new_run_id(self.name))
         h, done, value = self._open(args, kwargs, run_id)
         if done:
             return value
@@ -335,7 +332,7 @@ class Agent:
 
     def _open(self, args: tuple, kwargs: dict, run_id: str | None) -> tuple[RunHandle, bool, Any]:
         """Take the run's lease; a run that already succeeded returns its recorded result."""
-        h = self.handle(run_id or new_run_id(self.name), args, kwargs)
+        h = self.handle(run_id if run_id is not None else new_run_id(self.name), args, kwargs)
         done, raw = h.finished_result
         if done:
             h.release_lease_only()
@@ -374,6 +371,12 @@ class Agent:
         if isinstance(exc, LeaseError):
             h.release_lease_only()
             raise exc
+        if isinstance(exc, SutureError) and not isinstance(exc, StepFailed):
+            # suture's own errors (serialization, divergence, a step in a foreign thread) are the
+            # program's, not the infrastructure's: no retry can fix them. Raise them unchanged.
+            h.end_attempt(run, "failed")
+            h.finish("failed", error=exc)
+            raise exc
         from .recovery import decide_for_attempt
 
         failure, action = decide_for_attempt(run, exc, budget.history, can_escalate=False)
@@ -408,7 +411,7 @@ class Agent:
 
             from .adapters.local import run_isolated
 
-            return await asyncio.to_thread(run_isolated, self, args, kwargs, run_id or new_run_id(self.name))
+            return await asyncio.to_thread(run_isolated, self, args, kwargs, run_id if run_id is not None else new_run_id(self.name))
         h, done, value = self._open(args, kwargs, run_id)
         if done:
             return value
@@ -466,9 +469,11 @@ def agent(
     Works on sync and async functions and keeps the signature and type hints.
     """
 
+    namespace = sys._getframe(1).f_locals  # the decorating scope, for local return types
+
     def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
         return wrap_agent(build_agent(
-            f, name=name, durability=durability, strict=strict, max_attempts=max_attempts, memory=memory,
+            f, namespace=namespace, name=name, durability=durability, strict=strict, max_attempts=max_attempts, memory=memory,
             memory_ceiling=memory_ceiling, timeout=timeout, isolate=isolate, human=human, cpu=cpu, gpu=gpu,
             serializer=serializer, lease_ttl=lease_ttl, wait=wait,
         ))
@@ -483,6 +488,7 @@ def agent(
 def build_agent(
     f: Callable[..., Any],
     *,
+    namespace: dict[str, Any] | None = None,
     name: str | None = None,
     durability: str | None = None,
     strict: bool = False,
@@ -514,7 +520,7 @@ def build_agent(
         memory=ladder, memory_ceiling=memory_ceiling, timeout=timeout, isolate=isolate, human=human,
         cpu=cpu, gpu=gpus, serializer=serializer, lease_ttl=lease_ttl or LEASE_TTL, wait=wait,
     )
-    return Agent(f, options)
+    return Agent(f, options, namespace)
 
 
 def wrap_agent(ag: Agent) -> Callable[..., Any]:

@@ -190,3 +190,88 @@ class RecoveryPolicy(BaseModel):
     max_preemptions: int = 20
     human: bool = False
     repair: bool = False
+
+
+class Dossier(BaseModel):
+    """Everything a run went through before it gave up: failures, decisions, the last word."""
+
+    run_id: str | None = None
+    failures: list[Failure] = Field(default_factory=list)
+    actions: list[Action] = Field(default_factory=list)
+    final: str = ""
+
+    def render(self) -> str:
+        lines = [f"run {self.run_id} gave up: {self.final}"]
+        for i, f in enumerate(self.failures, 1):
+            lines.append(f"  {i}. [{f.layer}/{f.kind}] {f.message[:200]} ({f.resources.describe()})")
+        for a in self.actions:
+            lines.append(f"  decision: {a.kind} — {a.reason}")
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------
+# entry points the runtime and the adapters call; each asks the hooks (plugins first, built-ins last)
+# ------------------------------------------------------------------------------------------------
+
+
+def evidence_from_exception(exc: BaseException) -> Evidence:
+    """The exception chain (outermost first), a traceback tail, HTTP status and Retry-After."""
+    from .plugins.classifiers import exception_evidence
+
+    return exception_evidence(exc)
+
+
+def classify(
+    error: BaseException | None = None,
+    evidence: Evidence | None = None,
+    context: FailureContext | None = None,
+) -> Failure:
+    """Classify an exception and/or out-of-process evidence into a :class:`Failure`."""
+    from .manager import hook
+
+    context = context or FailureContext()
+    if evidence is None:
+        evidence = evidence_from_exception(error) if error is not None else Evidence()
+    elif error is not None and not evidence.exception_chain:
+        evidence = evidence.model_copy(update=evidence_from_exception(error).model_dump(exclude_defaults=True))
+    failure = hook().suture_classify_failure(error=error, evidence=evidence, context=context)
+    if failure is None:  # every classifier disabled: keep the evidence, say so
+        failure = Failure(layer="infrastructure", kind="unknown", message="no classifier recognised this failure",
+                          evidence=evidence)
+    update: dict[str, Any] = {}
+    if failure.step is None and context.step:
+        update["step"] = context.step
+    if failure.run_id is None and context.run_id:
+        update["run_id"] = context.run_id
+    if failure.attempt is None and context.attempt is not None:
+        update["attempt"] = context.attempt
+    if not failure.resources.model_dump(exclude_none=True) and context.resources.model_dump(exclude_none=True):
+        update["resources"] = context.resources
+    if not failure.evidence.model_dump(exclude_defaults=True) and evidence.model_dump(exclude_defaults=True):
+        update["evidence"] = evidence
+    return failure.model_copy(update=update) if update else failure
+
+
+def next_resources(failure: Failure, current: Resources, policy: RecoveryPolicy) -> Resources | None:
+    """The resources of the next attempt after ``failure`` (``None`` at the ceiling)."""
+    from .manager import hook
+
+    return hook().suture_next_resources(failure=failure, current=current, policy=policy)
+
+
+def choose_action(failure: Failure, history: list[Failure], policy: RecoveryPolicy) -> Action:
+    """The recovery :class:`Action` for ``failure`` given the earlier ``history``.
+
+    Also fills ``failure.available_actions`` (what can still be done), which ``as_prompt()`` shows.
+    """
+    from .manager import hook
+    from .plugins.policy import describe_options
+
+    failure.available_actions = describe_options(failure, history, policy)
+    failure.history = [
+        AttemptRecord(attempt=f.attempt or i + 1, resources=f.resources, layer=f.layer, kind=f.kind,
+                      message=f.message[:200])
+        for i, f in enumerate(history)
+    ]
+    action = hook().suture_choose_action(failure=failure, history=history, policy=policy)
+    return action or Action(kind="give_up", reason="no recovery policy answered")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 import threading
 import time
 import typing
@@ -276,6 +277,7 @@ class Step:
         max_attempts: int | None = None,
         memory: list[str] | None = None,
         kind: str = "step",
+        namespace: dict[str, Any] | None = None,
     ) -> None:
         if ttl is not None and not cache:
             raise ValueError(f"@suture.step({fn.__qualname__}): ttl= only applies with cache=True")
@@ -305,16 +307,12 @@ class Step:
             serializer=self.serializer.name, code_hash=self.code_hash,
         )
         self._adapter: Any = False  # resolved lazily (forward references)
+        self.namespace = namespace  # the decorating scope: resolves annotations of local classes
 
     # -- values ---------------------------------------------------------------------------------
     def adapter(self) -> Any:
         if self._adapter is False:
-            try:
-                hints = typing.get_type_hints(self.fn)
-                ann = hints.get("return", inspect.Signature.empty)
-            except Exception:  # unresolvable forward references: replay raw JSON
-                ann = inspect.Signature.empty
-            self._adapter = ser.type_adapter(ann)
+            self._adapter = ser.type_adapter(return_annotation(self.fn, self.namespace))
         return self._adapter
 
     def decode(self, data: Any, serializer_name: str) -> Any:
@@ -565,6 +563,14 @@ class Step:
         return decide_for_step(self, frame, idx, exc, history)
 
 
+def return_annotation(fn: Callable[..., Any], namespace: dict[str, Any] | None) -> Any:
+    """The resolved return annotation (strings and local classes too), or ``Signature.empty``."""
+    try:
+        return typing.get_type_hints(fn, localns=namespace).get("return", inspect.Signature.empty)
+    except Exception:  # an unresolvable forward reference: replay raw JSON
+        return inspect.Signature.empty
+
+
 def _wrap(step_obj: Step) -> Callable[..., Any]:
     fn = step_obj.fn
     if step_obj.is_async:
@@ -636,12 +642,14 @@ def step(
     ``cache=True`` steps still use the global cache there.
     """
 
+    namespace = sys._getframe(1).f_locals  # the decorating scope, for local return types
+
     def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
         return _wrap(
             Step(
                 f, name=name, cache=cache, version=None if version is None else str(version), ttl=ttl,
                 side_effect=side_effect, serializer=serializer, code_hash=code_hash,
-                max_attempts=max_attempts, memory=memory,
+                max_attempts=max_attempts, memory=memory, namespace=namespace,
             )
         )
 

@@ -451,11 +451,12 @@ def test_decorators_keep_signature_and_hints():
     async def h(q: str) -> str:
         return q
 
-    assert str(inspect.signature(f)) == "(a: int, b: str = 'x') -> list[str]"
+    assert inspect.signature(f) == inspect.signature(f.__wrapped__)
+    assert str(inspect.signature(f)) == "(a: 'int', b: 'str' = 'x') -> 'list[str]'"  # this module's annotations are strings
     assert typing.get_type_hints(f) == {"a": int, "b": str, "return": list[str]}
     assert f.__doc__ == "doc" and f.__name__ == "f"
     assert inspect.iscoroutinefunction(g) and inspect.iscoroutinefunction(h)
-    assert str(inspect.signature(h)) == "(q: str) -> str"
+    assert typing.get_type_hints(h) == {"q": str, "return": str}
 
 
 def test_run_of_another_agent_is_refused(store):
