@@ -299,10 +299,10 @@ class Agent:
     def entry(self, args: tuple, kwargs: dict) -> dict[str, Any]:
         """What ``suture resume RUN`` needs to relaunch the run from a shell."""
         module = self.fn.__module__
-        spec: dict[str, Any] = {"module": module, "qualname": self.fn.__qualname__}
-        mod = sys.modules.get(module)
-        if getattr(mod, "__file__", None):
-            spec["file"] = os.path.abspath(mod.__file__)  # type: ignore[arg-type,union-attr]
+        if module == "__suture_main__":  # a script loaded again by `suture resume` or a child attempt
+            module = "__main__"
+        spec: dict[str, Any] = {"module": module, "qualname": self.fn.__qualname__,
+                                "file": os.path.abspath(self.fn.__code__.co_filename)}
         try:
             spec["args"] = ser.JsonSerializer().dumps([list(args), kwargs])
         except Exception:  # arguments with no JSON form: resume from code instead

@@ -68,12 +68,8 @@ def decide_for_step(step: Any, frame: Any, idx: str, exc: Exception, history: li
 
 
 def decide_for_attempt(run: Any, exc: BaseException, history: list[Failure], *, can_escalate: bool) -> tuple[Failure, Action]:
-    """An attempt ended with ``exc``: classify it (if a step did not already) and choose what next.
-
-    ``raise_to_agent`` and ``repair`` cannot apply any more (the agent's code let the failure
-    escape), so they become ``give_up``; an escalation the process cannot perform (no child
-    process to give more memory to) does too.
-    """
+    """An attempt ended with ``exc``: classify it (if a step did not already) and choose what next
+    (see :func:`attempt_action`)."""
     from .runtime import AttemptAborted
 
     policy = policy_for(run)
@@ -91,16 +87,27 @@ def decide_for_attempt(run: Any, exc: BaseException, history: list[Failure], *, 
         failure = classify(error=exc if isinstance(exc, Exception) else None, context=context)
         action = choose_action(failure, list(history), policy)
         already_recorded = False
+    action = attempt_action(action, policy, can_escalate=can_escalate)
+    if not already_recorded or action.kind != exc.action.kind:  # type: ignore[union-attr]
+        failure_record(run, failure, action)
+    return failure, action
+
+
+def attempt_action(action: Action, policy: RecoveryPolicy, *, can_escalate: bool) -> Action:
+    """What an action means once a whole attempt has ended.
+
+    ``raise_to_agent`` and ``repair`` cannot apply any more (the agent's code let the failure
+    escape), so they become ``give_up``; so does an escalation the process cannot perform (no child
+    process to give more memory to), and asking a person when the agent did not enable it.
+    """
     if action.kind in ("raise_to_agent", "repair"):
-        action = Action(kind="give_up", reason=f"the agent's code did not handle it ({action.reason})".strip())
+        return Action(kind="give_up", reason=f"the agent's code did not handle it ({action.reason})")
     if action.kind == "escalate" and not can_escalate:
-        action = Action(
+        return Action(
             kind="give_up",
             reason="escalation needs an isolated attempt: give the agent memory=[...] (or isolate=True) "
             "so suture can re-run it in a child process with more resources",
         )
     if action.kind == "ask_human" and not policy.human:
-        action = Action(kind="give_up", reason=action.reason or "no human fallback (human=False)")
-    if not already_recorded or action.kind != exc.action.kind:  # type: ignore[union-attr]
-        failure_record(run, failure, action)
-    return failure, action
+        return Action(kind="give_up", reason=action.reason or "no human fallback (human=False)")
+    return action

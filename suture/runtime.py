@@ -41,6 +41,11 @@ class SutureWarning(UserWarning):
     """Something suture did that you may not expect (e.g. a step called outside any run)."""
 
 
+class StopAttempt(BaseException):
+    """Raised at a step boundary after SIGTERM asked the attempt to stop (preemption with grace):
+    the step in flight finished and was committed; the run resumes from there."""
+
+
 class AttemptAborted(BaseException):
     """Unwinds an attempt past the agent's ``except Exception`` (an escalation, a give-up).
 
@@ -464,6 +469,9 @@ class Step:
              duration, run.attempt),
             cache_put=cache_put,
         )
+        if run.stop_requested:
+            run.flush()
+            raise StopAttempt()
         gate = _hooks()
         if gate.step_end:
             gate.hook.suture_step_end(run=run.info, call=self.call_info(frame, idx), source="live",
