@@ -34,7 +34,7 @@ from .errors import (
     SutureError,
 )
 from .manager import hookimpl, register, unregister
-from .runtime import SutureWarning, current, map, now, random, state, step, uuid
+from .runtime import SutureWarning, current, history, map, now, random, state, step, uuid
 
 __version__ = "0.1.0"
 
@@ -70,6 +70,6 @@ __all__ = [
     "Action", "ConfigError", "DivergenceError", "Evidence", "Failure", "FingerprintError", "GiveUp",
     "LeaseError", "NoRunContextError", "Preempted", "RecoveryPolicy", "Resources", "SchemaVersionError",
     "SerializationError", "StepFailed", "StoreCorruptedError", "StoreError", "StoreLockedError",
-    "Suspended", "SutureError", "SutureWarning", "agent", "ask", "current", "hookimpl", "map", "now",
+    "Suspended", "SutureError", "SutureWarning", "agent", "ask", "current", "history", "hookimpl", "map", "now",
     "random", "register", "state", "step", "unregister", "uuid",
 ]

@@ -188,7 +188,7 @@ class RunHandle:
     def end_attempt(self, run: Run, status: str, failure: Failure | None = None, action: Action | None = None) -> None:
         self.store.end_attempt(
             self.run_id, run.attempt, status, run.stats.as_dict(),
-            failure.model_dump(mode="json", exclude={"history"}) if failure else None,
+            failure.model_dump(mode="json") if failure else None,
             action.model_dump(mode="json") if action else None,
         )
         _emit("suture_attempt_end", run=run.info, attempt=run.attempt, stats=run.stats)

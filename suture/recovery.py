@@ -32,7 +32,7 @@ def failure_record(run: Any, failure: Failure, action: Action) -> None:
     if run is None:
         return
     run.failures.append(failure)
-    run.event("failure", failure.model_dump(mode="json", exclude={"history"}))
+    run.event("failure", failure.model_dump(mode="json"))
     run.event("decision", {"failure": f"{failure.layer}/{failure.kind}", **action.model_dump(mode="json")})
     _emit("suture_failure", run=run.info, failure=failure)
     _emit("suture_recovery", run=run.info, failure=failure, action=action)

@@ -763,6 +763,24 @@ def current() -> Any:
     )
 
 
+def history() -> list[Any]:
+    """The failures of this run's earlier attempts (oldest first), each a :class:`suture.Failure`.
+
+    Infrastructure as context: after an escalation or a retry the agent can read what happened
+    (``f.as_prompt()``) and choose how to proceed. Empty outside a run and in a first attempt.
+    """
+    run = current_run()
+    if run is None or run.durability == "off":
+        return []
+    from .failures import Failure
+
+    out = []
+    for row in run.store.list_attempts(run.run_id):
+        if row.failure and row.attempt < run.attempt:
+            out.append(Failure.model_validate(row.failure))
+    return out
+
+
 # ------------------------------------------------------------------------------------------------
 # state that outlives a run
 # ------------------------------------------------------------------------------------------------
@@ -822,6 +840,7 @@ __all__ = [
     "SutureWarning",
     "current",
     "current_run",
+    "history",
     "map",
     "now",
     "random",

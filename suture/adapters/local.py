@@ -314,12 +314,12 @@ def run_isolated(agent: Any, args: tuple, kwargs: dict, run_id: str) -> Any:
                 failure = classify(evidence=child.evidence(code), context=context)
                 policy = agent.options.policy()
                 action = attempt_action(choose_action(failure, h.history(), policy), policy, can_escalate=True)
-                h.store.add_event(h.run_id, attempt, "failure", failure.model_dump(mode="json", exclude={"history"}))
+                h.store.add_event(h.run_id, attempt, "failure", failure.model_dump(mode="json"))
                 h.store.add_event(h.run_id, attempt, "decision", {"failure": f"{failure.layer}/{failure.kind}",
                                                                   **action.model_dump(mode="json")})
                 _emit("suture_failure", run=h.info, failure=failure)
                 _emit("suture_recovery", run=h.info, failure=failure, action=action)
-                h.store.end_attempt(h.run_id, attempt, "failed", {}, failure.model_dump(mode="json", exclude={"history"}),
+                h.store.end_attempt(h.run_id, attempt, "failed", {}, failure.model_dump(mode="json"),
                                     action.model_dump(mode="json"))
             budget.history.append(failure)
             if action.spends_budget:
