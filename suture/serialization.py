@@ -121,10 +121,23 @@ def type_adapter(annotation: Any) -> Any:
         return None
 
 
+#: the largest value a step may return (``SUTURE_MAX_VALUE_BYTES``, default 256 MiB)
+MAX_VALUE_BYTES = int(__import__("os").environ.get("SUTURE_MAX_VALUE_BYTES", str(256 * 1024 * 1024)))
+
+
 def dumps_or_explain(serializer: Serializer, value: Any, what: str, option: str = "serializer=") -> str | bytes:
     """Serialize ``value`` or raise a :class:`SerializationError` that says what to do."""
     try:
-        return serializer.dumps(value)
+        data = serializer.dumps(value)
+        if len(data) > MAX_VALUE_BYTES:
+            raise SerializationError(
+                f"{what} returned {len(data) / 2**20:.0f} MiB once serialized, above the limit of "
+                f"{MAX_VALUE_BYTES / 2**20:.0f} MiB (SUTURE_MAX_VALUE_BYTES). Nothing was written. Store large "
+                f"data elsewhere (object storage, a file) and return its reference from the step."
+            )
+        return data
+    except SerializationError:
+        raise
     except Exception as exc:  # custom serializers raise anything
         t = type(value)
         raise SerializationError(

@@ -52,6 +52,21 @@ class SqlStore(Store):
     def _driver_errors(self) -> tuple[type[BaseException], ...]:  # pragma: no cover
         raise NotImplementedError
 
+    #: dialects whose value columns hold only bytes set these (str|bytes -> stored, stored -> str|bytes)
+    blob_in: Any = None
+    blob_out: Any = None
+
+    def _reconnect_after(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is a lost connection that was re-established (then the call is retried)."""
+        return False
+
+    def _bin(self, value: Any) -> Any:
+        return value if self.blob_in is None or value is None else self.blob_in(value)
+
+    def _bout(self, value: Any) -> Any:
+        value = _blob(value)
+        return value if self.blob_out is None or value is None else self.blob_out(value)
+
     # ---- helpers --------------------------------------------------------------------------------
     def _q(self, sql: str) -> str:
         if self.paramstyle == "qmark":
@@ -85,11 +100,15 @@ class SqlStore(Store):
                 raise
 
     def _read(self, sql: str, params: tuple = (), doing: str = "reading the store") -> list[tuple]:
-        with self._lock:
-            try:
-                return list(self._exec(sql, params).fetchall())
-            except self._driver_errors() as exc:
-                raise self._explain(exc, doing) from exc
+        for retry in (True, False):
+            with self._lock:
+                try:
+                    return list(self._exec(sql, params).fetchall())
+                except self._driver_errors() as exc:
+                    if retry and self._reconnect_after(exc):
+                        continue
+                    raise self._explain(exc, doing) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # ---- runs and leases ----------------------------------------------------------------------
     def acquire_run(self, run_id, agent, owner, *, ttl, entry=None, labels=None, wait=0.0):
@@ -155,7 +174,7 @@ class SqlStore(Store):
                 "UPDATE suture_runs SET status = ?, updated_at = ?, result = ?, result_serializer = ?, "
                 "error = ?, lease_owner = NULL, lease_expires = NULL "
                 "WHERE run_id = ? AND lease_token = ?",
-                (status, time.time(), result, serializer, error, run_id, token),
+                (status, time.time(), self._bin(result), serializer, error, run_id, token),
             )
 
     _RUN_COLS = (
@@ -178,7 +197,7 @@ class SqlStore(Store):
         )
         if not rows or rows[0][1] is None:
             return None
-        return _blob(rows[0][0]), rows[0][1]
+        return self._bout(rows[0][0]), rows[0][1]
 
     def list_runs(self, limit=50, status=None):
         where = "WHERE r.status = ?" if status else ""
@@ -259,7 +278,8 @@ class SqlStore(Store):
             (run_id,),
             doing=f"loading the journal of {run_id!r}",
         )
-        return {(r[0], r[1], r[2]): (r[3], r[4], _blob(r[5]), r[6], r[7], r[8], r[9]) for r in rows}
+        out = self._bout
+        return {(r[0], r[1], r[2]): (r[3], r[4], out(r[5]), r[6], r[7], r[8], r[9]) for r in rows}
 
     _INSERT_ENTRY = (
         f"INSERT INTO suture_journal ({_JOURNAL_COLS}) "
@@ -268,6 +288,22 @@ class SqlStore(Store):
     )
 
     def write(self, run_id, token, entries, states=(), cache_puts=(), cache_hits=()):
+        if self.blob_in is not None:
+            entries = [e[:7] + (self._bin(e[7]),) + e[8:] for e in entries]
+            cache_puts = [p[:3] + (self._bin(p[3]),) + p[4:] for p in cache_puts]
+        try:
+            return self._write(run_id, token, entries, states, cache_puts, cache_hits)
+        except StoreError as exc:
+            if exc.__cause__ is None or not self._reconnect_after(exc.__cause__):
+                raise
+            try:  # the connection dropped: the transaction rolled back or committed; find out which
+                return self._write(run_id, token, entries, states, cache_puts, cache_hits)
+            except StoreError as again:
+                if entries and "duplicate key" in str(again.__cause__ or ""):
+                    return None  # the first COMMIT had landed before the connection dropped
+                raise
+
+    def _write(self, run_id, token, entries, states, cache_puts, cache_hits):
         # The hot path (one call per completed step under durability "sync"): no context manager,
         # no string formatting unless something fails.
         conn = self._conn
@@ -335,19 +371,15 @@ class SqlStore(Store):
 
     # ---- global cache ---------------------------------------------------------------------------
     def cache_get(self, key):
-        with self._lock:
-            try:
-                row = self._exec(
-                    "SELECT value, serializer, duration, expires_at FROM suture_cache WHERE key = ?",
-                    (key,),
-                ).fetchone()
-            except self._driver_errors() as exc:
-                raise self._explain(exc, "reading the cache") from exc
-        if row is None or (row[3] is not None and row[3] <= time.time()):
+        rows = self._read("SELECT value, serializer, duration, expires_at FROM suture_cache WHERE key = ?", (key,),
+                          doing="reading the cache")
+        if not rows or (rows[0][3] is not None and rows[0][3] <= time.time()):
             return None
-        return _blob(row[0]), row[1], row[2] or 0.0
+        row = rows[0]
+        return self._bout(row[0]), row[1], row[2] or 0.0
 
     def cache_put(self, put):
+        put = put[:3] + (self._bin(put[3]),) + put[4:]
         with self._tx("writing a cache entry") as conn:
             self._cache_upsert(conn, put)
 

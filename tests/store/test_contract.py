@@ -1,0 +1,214 @@
+"""The store contract, on SQLite and PostgreSQL: the same semantics on both."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+import suture
+from suture.agent import AgentOptions, RunHandle
+from suture.models import Question
+
+
+def test_journal_replay_and_exactly_once(any_store):
+    calls = []
+
+    @suture.step(name="s")
+    def s(i: int) -> dict:
+        calls.append(i)
+        return {"i": i, "text": "ünïcødé ✓ \\ \" '"}
+
+    crash = {"on": True}
+
+    @suture.agent(name="contract", max_attempts=1)
+    def agent(n: int) -> list:
+        out = [s(i) for i in range(n)]
+        if crash["on"]:
+            raise KeyboardInterrupt
+        return out
+
+    with pytest.raises(KeyboardInterrupt):
+        agent.run(30, run_id="j")
+    crash["on"] = False
+    out = agent.run(30, run_id="j")
+    assert out[7] == {"i": 7, "text": "ünïcødé ✓ \\ \" '"} and calls == list(range(30))
+    assert [e.seq for e in any_store.list_entries("j")] == list(range(30))
+
+
+def test_binary_and_large_values_round_trip(any_store):
+    blob = bytes(range(256)) * 4096  # 1 MiB of every byte value
+
+    @suture.step(name="bin", serializer="pickle")
+    def binary() -> bytes:
+        return blob
+
+    @suture.step(name="big", serializer="pickle")
+    def big() -> bytes:
+        return b"\xff" * (100 * 1024 * 1024)
+
+    crash = {"on": True}
+
+    @suture.agent(name="bin", max_attempts=1)
+    def agent() -> tuple:
+        a, b = binary(), big()
+        if crash["on"]:
+            raise KeyboardInterrupt
+        return len(a), len(b), a == blob
+
+    with pytest.raises(KeyboardInterrupt):
+        agent.run(run_id="b")
+    crash["on"] = False
+    assert tuple(agent.run(run_id="b")) == (len(blob), 100 * 1024 * 1024, True)
+
+
+def test_stale_fencing_token_is_rejected(any_store):
+    token, _ = any_store.acquire_run("f", "a", "host:1", ttl=60)
+    any_store.write("f", token, [("", "s", "0", 0, "fp", "step", "live", "1", "json", time.time(), 0.0, 1)])
+    # the holder is declared dead; another worker takes over with a newer token
+    any_store.release_run("f", token, "interrupted")
+    newer, prev = any_store.acquire_run("f", "a", "otherhost:2", ttl=60)
+    assert newer == token + 1 and prev.status == "interrupted"
+    with pytest.raises(suture.LeaseError, match="stale"):
+        any_store.write("f", token, [("", "s", "1", 1, "fp", "step", "live", "2", "json", time.time(), 0.0, 1)])
+    assert [e.idx for e in any_store.list_entries("f")] == ["0"]  # nothing of the stale write landed
+
+
+def test_live_holder_blocks_and_dead_holder_expires(any_store):
+    any_store.acquire_run("l", "a", "some-other-host:123", ttl=60)
+    with pytest.raises(suture.LeaseError, match="some-other-host:123") as info:
+        any_store.acquire_run("l", "a", "me:1", ttl=60)
+    assert info.value.holder == "some-other-host:123"
+    # a holder on this host whose process is gone holds nothing
+    dead = subprocess_pid()
+    any_store.acquire_run("d", "a", f"{socket.gethostname()}:{dead}", ttl=60)
+    token, _ = any_store.acquire_run("d", "a", "me:1", ttl=60)
+    assert token == 2
+    # an expired lease on another host can be taken
+    any_store.acquire_run("e", "a", "far-away:9", ttl=0.2)
+    time.sleep(0.3)
+    assert any_store.acquire_run("e", "a", "me:1", ttl=60)[0] == 2
+
+
+def subprocess_pid() -> int:
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_wait_for_lease_then_replay(any_store):
+    started, release = threading.Event(), threading.Event()
+    calls = []
+
+    @suture.step(name="w")
+    def w(i: int) -> int:
+        calls.append(i)
+        if i == 0:
+            started.set()
+            release.wait(10)
+        return i
+
+    @suture.agent(name="waiter", wait=10)
+    def agent() -> list:
+        return [w(0), w(1)]
+
+    holder = RunHandle(agent_name="waiter", run_id="wt", store=any_store, options=AgentOptions(name="waiter"),
+                       owner="other-host:5")
+    results = {}
+    t = threading.Thread(target=lambda: results.setdefault("v", agent.run(run_id="wt")))
+    t.start()
+    time.sleep(0.5)
+    assert "v" not in results  # waiting for the lease
+    holder.finish("interrupted")
+    started.wait(5)
+    release.set()
+    t.join(10)
+    assert results["v"] == [0, 1]
+
+
+def test_cache_ttl_hits_and_stats(any_store):
+    calls = []
+
+    @suture.step(cache=True, ttl=0.3, name="ttl")
+    def ttl(x: int) -> int:
+        calls.append(x)
+        return x
+
+    @suture.agent(name="cache")
+    def agent() -> int:
+        return ttl(1) + ttl(1)
+
+    agent()
+    agent()
+    assert calls == [1]
+    time.sleep(0.4)
+    agent()
+    assert calls == [1, 1]
+    stats = any_store.cache_stats()["ttl"]
+    assert stats["misses"] == 2 and stats["hits"] == 4
+
+
+def test_state_and_questions(any_store):
+    from pydantic import BaseModel
+
+    class Mem(BaseModel):
+        n: int = 0
+
+    @suture.agent(name="st")
+    def agent() -> int:
+        m = suture.state(Mem, key="mem")
+        m.n += 1
+        return m.n
+
+    assert agent() == 1 and agent() == 2
+    any_store.question_put(Question(run_id="q", qid="ask#0", question="ok?", schema={"type": "string"}))
+    assert [q.qid for q in any_store.questions()] == ["ask#0"]
+    any_store.question_answer("q", "ask#0", "yes")
+    assert any_store.question_get("q", "ask#0").answer == "yes" and any_store.questions() == []
+
+
+@pytest.mark.parametrize("run_id", ["a/b/../c", "x'; DROP TABLE suture_runs; --", "ünï 🚀", "%s %(x)s ?", "tab\t"])
+def test_strange_run_ids(any_store, run_id):
+    @suture.agent(name="ids")
+    def agent() -> str:
+        return run_id
+
+    assert agent.run(run_id=run_id) == run_id
+    assert any_store.get_run(run_id).status == "succeeded"
+
+
+def test_unserializable_value_writes_nothing(any_store):
+    @suture.step(name="bad")
+    def bad() -> object:
+        return object()
+
+    @suture.agent(name="bad", max_attempts=1)
+    def agent() -> object:
+        return bad()
+
+    with pytest.raises(suture.SerializationError):
+        agent.run(run_id="u")
+    assert any_store.list_entries("u") == []
+
+
+def test_value_above_the_hard_limit_is_refused(any_store, monkeypatch):
+    import suture.serialization as ser
+
+    monkeypatch.setattr(ser, "MAX_VALUE_BYTES", 1024 * 1024)
+
+    @suture.step(name="huge", serializer="pickle")
+    def huge() -> bytes:
+        return b"x" * (2 * 1024 * 1024)
+
+    @suture.agent(name="huge", max_attempts=1)
+    def agent() -> int:
+        return len(huge())
+
+    with pytest.raises(suture.SerializationError, match="SUTURE_MAX_VALUE_BYTES"):
+        agent.run(run_id="h")
+    assert any_store.list_entries("h") == []
