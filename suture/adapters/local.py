@@ -141,6 +141,7 @@ class _Child:
         self.peak = 0
         self.killed_for_memory = False
         self.timed_out = False
+        self.killed_at: float | None = None
         self.stderr_tail = b""
         self.proc = subprocess.Popen(
             cmd, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
@@ -180,6 +181,7 @@ class _Child:
                 self.peak = max(self.peak, rss)
                 if rss > self.limit:
                     self.killed_for_memory = True
+                    self.killed_at = time.time()
                     self.signal(signal.SIGKILL)
             if deadline and time.monotonic() > deadline and not self.timed_out:
                 self.timed_out = True
@@ -196,6 +198,7 @@ class _Child:
         extra: dict[str, Any] = {}
         if self.killed_for_memory:
             extra["watchdog"] = True
+            extra["killed_at"] = self.killed_at
         if self.timed_out:
             extra["deadline"] = self.timeout
         return Evidence(
