@@ -28,6 +28,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("logs", "suture.plugins.logs"),
     ("sandbox-local", "suture.plugins.sandbox_local"),
     ("sandbox-e2b", "suture.plugins.sandbox_e2b"),
+    ("prefect-cli", "suture.plugins.prefect_cli"),
 )
 
 ENTRY_POINT_GROUP = "suture"

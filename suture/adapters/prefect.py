@@ -1,0 +1,396 @@
+"""Prefect adapter: an existing flow (or task) becomes a suture run; Prefect keeps the attempts.
+
+    from prefect import flow
+    from suture.adapters import prefect as suture_prefect
+
+    @flow(retries=3)
+    @suture_prefect.agent                  # under @flow (or @task); sync or async
+    def nightly_research(topic: str) -> str: ...
+
+- **Run id** = the flow-run id (a task-level agent: the task-run id), so Prefect's retries of that
+  flow run — in process (``retries=N``) or after a crash (``prefect flow-run retry`` / setting the
+  state to Scheduled) — replay the journal. ``run_key="topic"`` (a parameter name), a template
+  (``"research-{topic}"``) or a callable of the arguments makes a *new* flow run of the same work
+  resume too. A flow run tagged ``suture-run:<id>`` (what :func:`escalate` sets) continues run ``<id>``.
+- **Retries**: each Prefect attempt is one suture attempt. When suture's recovery policy says retry,
+  the exception is raised and Prefect retries; when it says give up, the flow run's retry budget
+  is set to zero first, so Prefect fails fast with the dossier (``suture.GiveUp``).
+- **Escalation**: a flow run that crashed for memory (OOM-killed) cannot heal itself: run
+  :func:`escalate` (or ``suture prefect escalate FLOW_RUN_ID``, or an automation on Crashed runs)
+  to re-run its deployment with the next memory rung in ``job_variables`` and the original run id.
+- **Human in the loop**: ``suture.ask`` in a flow pauses the flow run (``pause_flow_run``) with a
+  ``RunInput`` built from the schema; ``resume_flow_run(id, run_input={...})`` (the UI's form, or
+  the API) resumes it with the validated answer. A task cannot pause in Prefect: ``suture.ask``
+  inside a task-level agent raises an error saying so.
+- **Observability**: failures, decisions, escalations, divergences and each attempt's replayed /
+  cached counts go to the flow-run logs; at the end of a run the suture report (timeline, failures,
+  calls saved) is published as a markdown artifact ``suture-<run>``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+import sys
+from typing import Any, Callable
+
+from ..agent import RunHandle, attempt_async, attempt_sync, build_agent
+from ..errors import ConfigError, GiveUp, SutureError
+from ..manager import hookimpl
+
+RUN_TAG = "suture-run:"
+
+#: memory rung → job variables, per work-pool type (see :func:`job_variables_for`)
+POOL_MEMORY = {
+    "process": lambda mem: {"env": {"SUTURE_MEMORY_LIMIT": mem}},
+    "docker": lambda mem: {"mem_limit": _docker_units(mem)},
+    "kubernetes": lambda mem: {"memory": mem},
+}
+
+
+def _docker_units(mem: str) -> str:
+    m = re.match(r"^(\d+)([KMGT])i?$", mem)
+    return f"{m.group(1)}{m.group(2).lower()}" if m else mem
+
+
+def job_variables_for(pool_type: str, memory: str) -> dict[str, Any]:
+    """The ``job_variables`` that give a flow run ``memory`` on a work pool of ``pool_type``.
+
+    - ``process``: ``{"env": {"SUTURE_MEMORY_LIMIT": "1Gi"}}`` — a process pool enforces no limit
+      itself; suture's local adapter reads the variable;
+    - ``docker``: ``{"mem_limit": "1g"}`` (the Docker worker's container memory limit);
+    - ``kubernetes``: ``{"memory": "1Gi"}`` — add a ``memory`` variable to the pool's base job
+      template and use it in the container's ``resources.limits.memory`` and ``requests.memory``.
+    """
+    try:
+        return POOL_MEMORY[pool_type](memory)
+    except KeyError:
+        raise ConfigError(f"no memory mapping for work pool type {pool_type!r}: use one of {sorted(POOL_MEMORY)} "
+                          f"or pass job_variables= yourself") from None
+
+
+# ------------------------------------------------------------------------------------------------
+# logs in the flow run
+# ------------------------------------------------------------------------------------------------
+
+
+class PrefectLogs:
+    """Observability plugin: suture's events in the flow-run logs (only inside a Prefect run)."""
+
+    @staticmethod
+    def _logger() -> Any:
+        from prefect.context import FlowRunContext, TaskRunContext
+
+        if FlowRunContext.get() is None and TaskRunContext.get() is None:
+            return None
+        from prefect.logging import get_run_logger
+
+        return get_run_logger()
+
+    @hookimpl
+    def suture_failure(self, run: Any, failure: Any) -> None:
+        if run.adapter == "prefect" and (log := self._logger()):
+            log.warning("suture: %s/%s failure%s: %s", failure.layer, failure.kind,
+                        f" in step {failure.step!r}" if failure.step else "", failure.message)
+
+    @hookimpl
+    def suture_recovery(self, run: Any, failure: Any, action: Any) -> None:
+        if run.adapter == "prefect" and (log := self._logger()):
+            log.warning("suture: decision %s (%s)", action.kind, action.reason)
+
+    @hookimpl
+    def suture_divergence(self, run: Any, call: Any, recorded: str, current: str, dropped: int) -> None:
+        if run.adapter == "prefect" and (log := self._logger()):
+            log.warning("suture: step %s diverged from the journal; %d later entries run again", call.step, dropped)
+
+    @hookimpl
+    def suture_attempt_end(self, run: Any, attempt: int, stats: Any) -> None:
+        if run.adapter == "prefect" and (log := self._logger()):
+            log.info("suture: attempt %d of run %s: %d steps replayed from the journal, %d served from the "
+                     "global cache, %d run live", attempt, run.run_id, stats.replayed, stats.cached, stats.live)
+
+
+_plugin: PrefectLogs | None = None
+
+
+def _ensure_plugin() -> None:
+    global _plugin
+    if _plugin is None:
+        from ..manager import register
+
+        _plugin = PrefectLogs()
+        register(_plugin, name="prefect-logs")
+
+
+# ------------------------------------------------------------------------------------------------
+# the decorator
+# ------------------------------------------------------------------------------------------------
+
+
+def _context() -> tuple[Any, Any]:
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    task = TaskRunContext.get()
+    if task is not None:
+        return None, task.task_run
+    flow = FlowRunContext.get()
+    return (flow.flow_run if flow is not None else None), None
+
+
+def _resolve_key(run_key: Any, fn: Callable[..., Any], name: str, args: tuple, kwargs: dict) -> str:
+    bound = inspect.signature(fn).bind_partial(*args, **kwargs)
+    bound.apply_defaults()
+    values = dict(bound.arguments)
+    if callable(run_key):
+        return str(run_key(**values))
+    if run_key in values:
+        return f"{name}:{values[run_key]}"
+    try:
+        return run_key.format(**values)
+    except (KeyError, IndexError) as exc:
+        raise ConfigError(f"run_key={run_key!r} names no parameter of {name}: {exc}") from None
+
+
+def _run_id(ag: Any, run_key: Any, args: tuple, kwargs: dict) -> tuple[str, dict[str, Any]]:
+    flow_run, task_run = _context()
+    labels: dict[str, Any] = {}
+    if flow_run is not None:
+        labels = {"flow_run_id": str(flow_run.id), "flow_run_name": flow_run.name,
+                  "deployment_id": str(flow_run.deployment_id) if flow_run.deployment_id else None}
+        for tag in flow_run.tags or []:
+            if tag.startswith(RUN_TAG):
+                return tag[len(RUN_TAG):], labels
+    if run_key is not None:
+        return _resolve_key(run_key, ag.fn, ag.name, args, kwargs), labels
+    if task_run is not None:
+        return str(task_run.id), {"task_run_id": str(task_run.id)}
+    return str(flow_run.id), labels
+
+
+def _pause_for_answer(question: str, schema: Any, qid: str) -> Any:
+    from prefect.context import TaskRunContext
+    from prefect.flow_runs import pause_flow_run
+
+    if TaskRunContext.get() is not None:
+        raise SutureError(
+            "suture.ask() inside a Prefect task: Prefect can pause only a flow run, not a task. Ask from the "
+            "flow (put the agent under @flow) or pass the question to the flow's code."
+        )
+    from pydantic import BaseModel, create_model
+    from prefect.input import RunInput
+
+    if isinstance(schema, type) and issubclass(schema, BaseModel):
+        fields = {n: (f.annotation, f) for n, f in schema.model_fields.items()}
+        form = create_model(f"{schema.__name__}Answer", __base__=RunInput, __doc__=question, **fields)
+    else:
+        form = create_model("SutureAnswer", __base__=RunInput, __doc__=question, answer=(str, ...))
+    answer = pause_flow_run(wait_for_input=form.with_initial_data(description=question), timeout=7 * 24 * 3600,
+                            key=re.sub(r"[^a-z0-9-]", "-", qid.lower()))
+    data = answer.model_dump(exclude={"metadata"}) if hasattr(answer, "model_dump") else answer
+    if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
+        return data["answer"]
+    return {k: v for k, v in data.items() if k in schema.model_fields}
+
+
+def _publish(store: Any, run_id: str) -> None:
+    from prefect.artifacts import create_markdown_artifact
+
+    from ..report import build_report
+
+    report = build_report(store, run_id)
+    key = "suture-" + re.sub(r"[^a-z0-9-]+", "-", run_id.lower()).strip("-")[:90]
+    create_markdown_artifact(markdown=report.to_markdown(), key=key,
+                             description=f"suture report of run {run_id}: failures, replays, calls saved")
+
+
+def _stop_prefect_retries() -> None:
+    """Give up: set this flow run's retry budget to zero so Prefect does not retry it."""
+    from prefect.client.orchestration import get_client
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    if ctx is None:
+        return
+    policy = ctx.flow_run.empirical_policy.model_copy(update={"retries": 0})
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(flow_run_id=ctx.flow_run.id, empirical_policy=policy)
+
+
+class _Attempt:
+    """One Prefect attempt of a suture run: open, run, and settle (shared by sync and async)."""
+
+    def __init__(self, ag: Any, run_key: Any, publish: bool, args: tuple, kwargs: dict) -> None:
+        from ..config import get_store
+
+        _ensure_plugin()
+        run_id, labels = _run_id(ag, run_key, args, kwargs)
+        self.ag, self.publish = ag, publish
+        self.h = RunHandle(agent_name=ag.name, run_id=run_id, store=get_store(), options=ag.options,
+                           entry=ag.entry(args, kwargs), labels=labels, adapter="prefect")
+        self.done, raw = self.h.finished_result
+        self.result = ag.decode_result(raw) if self.done else None
+        if self.done:
+            self.h.release_lease_only()
+            self.h.store.release_run(run_id, self.h.token, "succeeded", result=raw[0], serializer=raw[1])
+            return
+        self.run = self.h.start_attempt(ag.options.first_resources())
+        self.run.asker = _pause_for_answer
+
+    def succeeded(self, result: Any) -> Any:
+        self.h.end_attempt(self.run, "succeeded")
+        self.h.finish("succeeded", result=result, serializer=self.ag.serializer)
+        if self.publish:
+            _publish(self.h.store, self.h.run_id)
+        return result
+
+    def failed(self, exc: BaseException) -> BaseException:
+        """Settle a failed attempt; return the exception to raise (Prefect retries it or not)."""
+        from ..recovery import decide_for_attempt
+
+        if isinstance(exc, SutureError) and type(exc).__name__ not in ("StepFailed",):
+            self.h.end_attempt(self.run, "failed")
+            self.h.finish("failed", error=exc)
+            _stop_prefect_retries()
+            return exc
+        history = self.h.history()
+        failure, action = decide_for_attempt(self.run, exc, history, can_escalate=False)
+        self.h.end_attempt(self.run, "failed", failure, action)
+        if action.kind == "retry":
+            self.h.finish("retrying", error=exc)
+            return exc  # Prefect's retries=N runs the flow again; the journal replays
+        err = self.ag._give_up(self.h, failure, action, history + [failure], exc)
+        _stop_prefect_retries()
+        if self.publish:
+            _publish(self.h.store, self.h.run_id)
+        return err
+
+
+def agent(
+    fn: Callable[..., Any] | None = None,
+    *,
+    run_key: str | Callable[..., str] | None = None,
+    publish_report: bool = True,
+    **options: Any,
+) -> Any:
+    """Make a Prefect flow (or task) a suture run; goes *under* ``@flow`` / ``@task``.
+
+    ``run_key``: a parameter name, a ``str.format`` template over the parameters, or a callable of
+    them — flow runs with the same key share one journal. Other options are those of
+    :func:`suture.agent` (``durability``, ``strict``, ``max_attempts``, ``memory``, ``human``, ...).
+    Outside a Prefect run the function behaves like a plain ``@suture.agent``.
+    """
+    namespace = sys._getframe(1).f_locals
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        ag = build_agent(f, namespace=namespace, **options)
+
+        def in_prefect() -> bool:
+            from prefect.context import FlowRunContext, TaskRunContext
+
+            return FlowRunContext.get() is not None or TaskRunContext.get() is not None
+
+        if ag.is_async:
+
+            @functools.wraps(f)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                if not in_prefect():
+                    return await ag.arun_local(args, kwargs, None)
+                attempt = _Attempt(ag, run_key, publish_report, args, kwargs)
+                if attempt.done:
+                    return attempt.result
+                try:
+                    result = await attempt_async(attempt.run, f, args, kwargs)
+                except BaseException as exc:  # noqa: BLE001 - settled, then raised
+                    if not isinstance(exc, Exception) and type(exc).__name__ != "AttemptAborted":
+                        raise
+                    err = attempt.failed(exc)
+                    if err is exc:
+                        raise
+                    raise err from exc
+                return attempt.succeeded(result)
+
+            wrapper: Any = async_wrapper
+        else:
+
+            @functools.wraps(f)
+            def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+                if not in_prefect():
+                    return ag.run_local(args, kwargs, None)
+                attempt = _Attempt(ag, run_key, publish_report, args, kwargs)
+                if attempt.done:
+                    return attempt.result
+                try:
+                    result = attempt_sync(attempt.run, f, args, kwargs)
+                except BaseException as exc:  # noqa: BLE001 - settled, then raised
+                    if not isinstance(exc, Exception) and type(exc).__name__ != "AttemptAborted":
+                        raise
+                    err = attempt.failed(exc)
+                    if err is exc:
+                        raise
+                    raise err from exc
+                return attempt.succeeded(result)
+
+            wrapper = sync_wrapper
+        wrapper.__suture_agent__ = ag
+        return wrapper
+
+    if fn is not None:
+        return decorate(fn)
+    return decorate
+
+
+# ------------------------------------------------------------------------------------------------
+# escalation of crashed flow runs
+# ------------------------------------------------------------------------------------------------
+
+
+def escalate(
+    flow_run_id: str,
+    *,
+    memory: list[str],
+    pool_type: str | None = None,
+    timeout: float = 0,
+) -> Any:
+    """Re-run a flow run that crashed for memory, through its deployment, one memory rung up.
+
+    Reads the crashed flow run, classifies its state message (OOM-killed / exit 137 / SIGKILL) and,
+    for a memory failure, calls ``run_deployment`` with the same parameters, the next rung of
+    ``memory`` in ``job_variables`` (mapped for the work pool's type, see
+    :func:`job_variables_for`) and the tag ``suture-run:<run id>`` so the new flow run continues the
+    same journal. Returns the new flow run, or ``None`` when the failure is not a memory one (a
+    preemption is retried on the same resources by Prefect itself: nothing to escalate).
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    from ..failures import Evidence, RecoveryPolicy, Resources, classify, next_resources
+
+    with get_client(sync_client=True) as client:
+        fr = client.read_flow_run(flow_run_id)
+        if fr.deployment_id is None:
+            raise ConfigError(f"flow run {flow_run_id} has no deployment: only deployed flows can be re-run "
+                              f"with other job variables")
+        deployment = client.read_deployment(fr.deployment_id)
+        flow = client.read_flow(fr.flow_id)
+        pool = pool_type
+        if pool is None and deployment.work_pool_name:
+            pool = client.read_work_pool(deployment.work_pool_name).type
+    message = (fr.state.message if fr.state else "") or ""
+    # Prefect's crash messages: "exited with non-zero status code -9", "status code 137", "OOMKilled"
+    reason = "OOMKilled" if re.search(r"oom|out of memory|\b137\b|code -9\b|sigkill", message, re.I) else None
+    failure = classify(evidence=Evidence(reason=reason, stderr_tail=message, exit_code=137 if reason else None))
+    if failure.layer != "memory":
+        return None
+    current = (fr.job_variables or {}).get("env", {}).get("SUTURE_MEMORY_LIMIT") or (fr.job_variables or {}).get(
+        "memory") or memory[0]
+    nxt = next_resources(failure.model_copy(update={"resources": Resources(memory=current)}),
+                         Resources(memory=current), RecoveryPolicy(memory=memory))
+    if nxt is None:
+        raise GiveUp(f"flow run {flow_run_id} ran out of memory at {current}, the top of the ladder {memory}")
+    run_id = next((t[len(RUN_TAG):] for t in fr.tags or [] if t.startswith(RUN_TAG)), str(fr.id))
+    variables = job_variables_for(pool or "process", nxt.memory or current)
+    return run_deployment(
+        name=f"{flow.name}/{deployment.name}", parameters=fr.parameters, job_variables=variables,
+        tags=[*(t for t in fr.tags or [] if not t.startswith(RUN_TAG)), RUN_TAG + run_id], timeout=timeout,
+    )

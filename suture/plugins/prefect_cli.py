@@ -1,0 +1,30 @@
+"""Built-in CLI plugin: ``suture prefect escalate FLOW_RUN_ID`` (Prefect is imported only when run)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..manager import hookimpl
+
+
+@hookimpl
+def suture_register_commands(cli: Any) -> None:
+    import click
+
+    @cli.group()
+    def prefect() -> None:
+        """Prefect helpers (needs `pip install 'suture[prefect]'`)."""
+
+    @prefect.command("escalate")
+    @click.argument("flow_run_id")
+    @click.option("--memory", required=True, help="The memory ladder, e.g. 512Mi,1Gi,2Gi,4Gi.")
+    @click.option("--pool-type", default=None, help="Work pool type (default: the deployment's pool's type).")
+    def escalate_cmd(flow_run_id: str, memory: str, pool_type: str | None) -> None:
+        """Re-run a flow run that crashed for memory, one rung up, continuing its journal."""
+        from ..adapters.prefect import escalate
+
+        new = escalate(flow_run_id, memory=[m.strip() for m in memory.split(",") if m.strip()], pool_type=pool_type)
+        if new is None:
+            click.echo(f"flow run {flow_run_id} did not fail for memory: nothing to escalate")
+        else:
+            click.echo(f"new flow run {new.id} ({new.name}) with job variables {new.job_variables}")

@@ -1,0 +1,101 @@
+"""Deployments on a real Prefect server: a served flow run SIGKILLed mid-run and retried through the
+API resumes; a crashed-for-memory run is escalated through run_deployment on a process pool."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+FLOWS = Path(__file__).parent / "flows"
+
+
+def wait_for(predicate, timeout=90, every=0.3, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_served_flow_run_killed_then_retried_resumes(prefect_env, tmp_path, store):
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.states import Scheduled
+
+    log = tmp_path / "steps.log"
+    env = dict(prefect_env, STEP_LOG=str(log), PREFECT_RUNNER_POLL_FREQUENCY="1")
+    server = subprocess.Popen([sys.executable, str(FLOWS / "served.py")], env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with get_client(sync_client=True) as client:
+            wait_for(lambda: _deployment(client), what="the served deployment")
+            fr = run_deployment("served-research/served", parameters={"n": 8}, timeout=0)
+            pid_file = Path(str(log) + ".pid")
+            wait_for(lambda: log.exists() and len(log.read_text().split()) >= 3, what="three completed steps")
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)  # the flow-run process dies mid-run
+            wait_for(lambda: client.read_flow_run(fr.id).state.type.value in ("CRASHED", "FAILED"),
+                     what="the crash to be reported")
+            client.set_flow_run_state(fr.id, Scheduled(), force=True)  # retry through the API
+            final = wait_for(lambda: (s := client.read_flow_run(fr.id).state).is_final() and s, timeout=120,
+                             what="the retried run to finish")
+            assert final.is_completed(), final
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
+    counts = Counter(int(x) for x in log.read_text().split())
+    assert set(counts) == set(range(8))
+    assert sum(1 for c in counts.values() if c > 1) <= 1  # only the step in flight may have run twice
+    assert store.get_run(str(fr.id)).status == "succeeded"
+    attempts = store.list_attempts(str(fr.id))
+    assert len(attempts) == 2 and attempts[1].stats["replayed"] >= 3
+
+
+def _deployment(client):
+    try:
+        return client.read_deployment_by_name("served-research/served")
+    except Exception:  # noqa: BLE001 - not there yet
+        return None
+
+
+def test_escalation_job_variables_on_a_process_pool(prefect_env, store):
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.states import Crashed
+
+    from suture.adapters.prefect import escalate
+
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name="suture-process", type="process"), overwrite=True)
+    deployed = flow.from_source(source=str(FLOWS), entrypoint="served.py:served_research")
+    deployment_id = deployed.deploy(name="escalating", work_pool_name="suture-process", build=False, push=False,
+                                    print_next_steps=False, job_variables={"env": {"SUTURE_MEMORY_LIMIT": "512Mi"}})
+    with get_client(sync_client=True) as client:
+        fr = client.create_flow_run_from_deployment(deployment_id, parameters={"n": 3}, tags=["nightly"])
+        client.set_flow_run_state(fr.id, Crashed(message="Flow run infrastructure exited with non-zero status "
+                                                          "code -9 (OOMKilled)."), force=True)
+    new = escalate(str(fr.id), memory=["512Mi", "1Gi", "2Gi"])
+    assert new is not None and new.id != fr.id
+    with get_client(sync_client=True) as client:
+        got = client.read_flow_run(new.id)
+    assert got.job_variables == {"env": {"SUTURE_MEMORY_LIMIT": "1Gi"}}
+    assert got.parameters == {"n": 3}
+    assert f"suture-run:{fr.id}" in got.tags and "nightly" in got.tags
+    # a second escalation of the new run climbs again, keeping the original run id
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(new.id, Crashed(message="exited with status code 137"), force=True)
+    newer = escalate(str(new.id), memory=["512Mi", "1Gi", "2Gi"])
+    with get_client(sync_client=True) as client:
+        got = client.read_flow_run(newer.id)
+    assert got.job_variables == {"env": {"SUTURE_MEMORY_LIMIT": "2Gi"}} and f"suture-run:{fr.id}" in got.tags
+    # a preemption is not escalated
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(newer.id, Crashed(message="the node was preempted (SIGTERM)"), force=True)
+    assert escalate(str(newer.id), memory=["512Mi", "1Gi", "2Gi"]) is None
