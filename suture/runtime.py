@@ -184,6 +184,8 @@ class Run:
         self.lock = threading.RLock()
         self.failures: list[Any] = []
         self.stop_requested = False  # set by a SIGTERM handler: finish the step in flight, then stop
+        #: an adapter may run live steps through its orchestrator: ``live_call(step, fn, args, kwargs)``
+        self.live_call: Any = None
         self.info = RunInfo(
             run_id=run_id, agent=agent, attempt=attempt, store_url=getattr(store, "url", ""), adapter=adapter
         )
@@ -525,7 +527,10 @@ class Step:
             started = time.time()
             t0 = time.perf_counter()
             try:
-                value = self.fn(*args, **kwargs)
+                if frame is not None and frame.run.live_call is not None:
+                    value = frame.run.live_call(self, self.fn, args, kwargs)
+                else:
+                    value = self.fn(*args, **kwargs)
             except _PASS_THROUGH:
                 raise
             except Exception as exc:
@@ -550,7 +555,10 @@ class Step:
             started = time.time()
             t0 = time.perf_counter()
             try:
-                value = await self.fn(*args, **kwargs)
+                if frame is not None and frame.run.live_call is not None:
+                    value = await frame.run.live_call(self, self.fn, args, kwargs)
+                else:
+                    value = await self.fn(*args, **kwargs)
             except _PASS_THROUGH:
                 raise
             except Exception as exc:

@@ -193,6 +193,14 @@ def _pause_for_answer(question: str, schema: Any, qid: str) -> Any:
     return {k: v for k, v in data.items() if k in schema.model_fields}
 
 
+def _as_task(step: Any, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+    """Run a live step as a Prefect task run, so it shows in the UI (replays and cache hits do not)."""
+    from prefect import task
+    from prefect.cache_policies import NONE
+
+    return task(fn, name=step.name, persist_result=False, cache_policy=NONE, retries=0)(*args, **kwargs)
+
+
 def _publish(store: Any, run_id: str) -> None:
     from prefect.artifacts import create_markdown_artifact
 
@@ -220,7 +228,7 @@ def _stop_prefect_retries() -> None:
 class _Attempt:
     """One Prefect attempt of a suture run: open, run, and settle (shared by sync and async)."""
 
-    def __init__(self, ag: Any, run_key: Any, publish: bool, args: tuple, kwargs: dict) -> None:
+    def __init__(self, ag: Any, run_key: Any, publish: bool, args: tuple, kwargs: dict, as_tasks: bool = False) -> None:
         from ..config import get_store
 
         _ensure_plugin()
@@ -236,6 +244,8 @@ class _Attempt:
             return
         self.run = self.h.start_attempt(ag.options.first_resources())
         self.run.asker = _pause_for_answer
+        if as_tasks:
+            self.run.live_call = _as_task
 
     def succeeded(self, result: Any) -> Any:
         self.h.end_attempt(self.run, "succeeded")
@@ -270,13 +280,15 @@ def agent(
     fn: Callable[..., Any] | None = None,
     *,
     run_key: str | Callable[..., str] | None = None,
+    as_tasks: bool = False,
     publish_report: bool = True,
     **options: Any,
 ) -> Any:
     """Make a Prefect flow (or task) a suture run; goes *under* ``@flow`` / ``@task``.
 
     ``run_key``: a parameter name, a ``str.format`` template over the parameters, or a callable of
-    them — flow runs with the same key share one journal. Other options are those of
+    them — flow runs with the same key share one journal. ``as_tasks=True``: each live step also
+    runs as a Prefect task run (visible in the UI; replayed steps are not re-run). Other options are those of
     :func:`suture.agent` (``durability``, ``strict``, ``max_attempts``, ``memory``, ``human``, ...).
     Outside a Prefect run the function behaves like a plain ``@suture.agent``.
     """
@@ -296,7 +308,7 @@ def agent(
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 if not in_prefect():
                     return await ag.arun_local(args, kwargs, None)
-                attempt = _Attempt(ag, run_key, publish_report, args, kwargs)
+                attempt = _Attempt(ag, run_key, publish_report, args, kwargs, as_tasks)
                 if attempt.done:
                     return attempt.result
                 try:
@@ -317,7 +329,7 @@ def agent(
             def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
                 if not in_prefect():
                     return ag.run_local(args, kwargs, None)
-                attempt = _Attempt(ag, run_key, publish_report, args, kwargs)
+                attempt = _Attempt(ag, run_key, publish_report, args, kwargs, as_tasks)
                 if attempt.done:
                     return attempt.result
                 try:

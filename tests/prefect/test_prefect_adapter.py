@@ -220,3 +220,26 @@ def test_job_variables_mapping():
     assert job_variables_for("kubernetes", "4Gi") == {"memory": "4Gi"}
     with pytest.raises(suture.ConfigError):
         job_variables_for("ecs", "1Gi")
+
+
+def test_as_tasks_shows_live_steps_as_task_runs(store):
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from suture.adapters import prefect as sp
+
+    @suture.step(name="visible_step")
+    def visible(i: int) -> int:
+        return i + 1
+
+    @flow(persist_result=False)
+    @sp.agent(as_tasks=True)
+    def shown() -> int:
+        return visible(1) + visible(2)
+
+    state = shown(return_state=True)
+    assert state.result() == 5
+    with get_client(sync_client=True) as client:
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    assert sorted(t.name.split("-")[0] for t in tasks) == ["visible_step", "visible_step"]
