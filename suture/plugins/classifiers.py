@@ -243,6 +243,9 @@ def render_prompt(failure: Failure) -> str:
         parts.append("Evidence: " + "; ".join(facts) + ".")
     if ev.exception_chain and len(ev.exception_chain) > 1:
         parts.append("Caused by: " + _cut(" <- ".join(f"{e.type}: {e.message}" for e in ev.exception_chain[1:]), 200))
+    if ev.traceback_tail and f.layer in ("code", "sandbox", "semantic"):
+        lines = [ln.strip() for ln in ev.traceback_tail.strip().splitlines() if ln.strip()]
+        parts.append("Where: " + _cut(" | ".join(lines[-3:]), 300))
     if f.history:
         tried = [f"#{h.attempt} {h.resources.describe()}: {h.layer}/{h.kind}" for h in f.history[-4:]]
         more = f" (+{len(f.history) - 4} earlier)" if len(f.history) > 4 else ""
