@@ -30,12 +30,13 @@
 from __future__ import annotations
 
 import functools
-import inspect
 import re
 import sys
 from typing import Any, Callable
 
-from ..agent import RunHandle, attempt_async, attempt_sync, build_agent
+from ..agent import attempt_async, attempt_sync, build_agent
+from ..failures import Action
+from ._common import Attempt, resolve_key
 from ..errors import ConfigError, GiveUp, SutureError
 from ..manager import hookimpl
 
@@ -138,20 +139,6 @@ def _context() -> tuple[Any, Any]:
     return (flow.flow_run if flow is not None else None), None
 
 
-def _resolve_key(run_key: Any, fn: Callable[..., Any], name: str, args: tuple, kwargs: dict) -> str:
-    bound = inspect.signature(fn).bind_partial(*args, **kwargs)
-    bound.apply_defaults()
-    values = dict(bound.arguments)
-    if callable(run_key):
-        return str(run_key(**values))
-    if run_key in values:
-        return f"{name}:{values[run_key]}"
-    try:
-        return run_key.format(**values)
-    except (KeyError, IndexError) as exc:
-        raise ConfigError(f"run_key={run_key!r} names no parameter of {name}: {exc}") from None
-
-
 def _run_id(ag: Any, run_key: Any, args: tuple, kwargs: dict) -> tuple[str, dict[str, Any]]:
     flow_run, task_run = _context()
     labels: dict[str, Any] = {}
@@ -162,7 +149,7 @@ def _run_id(ag: Any, run_key: Any, args: tuple, kwargs: dict) -> tuple[str, dict
             if tag.startswith(RUN_TAG):
                 return tag[len(RUN_TAG):], labels
     if run_key is not None:
-        return _resolve_key(run_key, ag.fn, ag.name, args, kwargs), labels
+        return resolve_key(run_key, ag.fn, ag.name, args, kwargs), labels
     if task_run is not None:
         return str(task_run.id), {"task_run_id": str(task_run.id)}
     return str(flow_run.id), labels
@@ -225,53 +212,36 @@ def _stop_prefect_retries() -> None:
         client.update_flow_run(flow_run_id=ctx.flow_run.id, empirical_policy=policy)
 
 
-class _Attempt:
-    """One Prefect attempt of a suture run: open, run, and settle (shared by sync and async)."""
+class _Attempt(Attempt):
+    """A Prefect attempt: the run id from the flow run, pauses for answers, the report as an artifact."""
 
     def __init__(self, ag: Any, run_key: Any, publish: bool, args: tuple, kwargs: dict, as_tasks: bool = False) -> None:
-        from ..config import get_store
-
         _ensure_plugin()
         run_id, labels = _run_id(ag, run_key, args, kwargs)
-        self.ag, self.publish = ag, publish
-        self.h = RunHandle(agent_name=ag.name, run_id=run_id, store=get_store(), options=ag.options,
-                           entry=ag.entry(args, kwargs), labels=labels, adapter="prefect")
-        self.done, raw = self.h.finished_result
-        self.result = ag.decode_result(raw) if self.done else None
-        if self.done:
-            self.h.release_lease_only()
-            self.h.store.release_run(run_id, self.h.token, "succeeded", result=raw[0], serializer=raw[1])
-            return
-        self.run = self.h.start_attempt(ag.options.first_resources())
-        self.run.asker = _pause_for_answer
-        if as_tasks:
-            self.run.live_call = _as_task
+        self.publish = publish
+        super().__init__(ag, run_id, adapter="prefect", labels=labels)
+        if not self.done:
+            self.run.asker = _pause_for_answer
+            if as_tasks:
+                self.run.live_call = _as_task
 
     def succeeded(self, result: Any) -> Any:
-        self.h.end_attempt(self.run, "succeeded")
-        self.h.finish("succeeded", result=result, serializer=self.ag.serializer)
+        super().succeeded(result)
         if self.publish:
             _publish(self.h.store, self.h.run_id)
         return result
 
     def failed(self, exc: BaseException) -> BaseException:
         """Settle a failed attempt; return the exception to raise (Prefect retries it or not)."""
-        from ..recovery import decide_for_attempt
-
-        if isinstance(exc, SutureError) and type(exc).__name__ not in ("StepFailed",):
-            self.h.end_attempt(self.run, "failed")
-            self.h.finish("failed", error=exc)
-            _stop_prefect_retries()
-            return exc
-        history = self.h.history()
-        failure, action = decide_for_attempt(self.run, exc, history, can_escalate=False)
-        self.h.end_attempt(self.run, "failed", failure, action)
-        if action.kind == "retry":
-            self.h.finish("retrying", error=exc)
-            return exc  # Prefect's retries=N runs the flow again; the journal replays
-        err = self.ag._give_up(self.h, failure, action, history + [failure], exc)
+        kind, err = self.settle(exc)
+        if kind == "retry":
+            return err  # Prefect's retries=N runs the flow again; the journal replays
+        if kind == "escalate":  # a memory failure in process: Prefect cannot give it more memory here
+            kind, err = "give_up", self.ag._give_up(self.h, err, Action(kind="give_up", reason=(
+                "out of memory inside the flow run: re-run its deployment one rung up with "
+                "`suture prefect escalate <flow run id>`")), self.h.history(), exc)
         _stop_prefect_retries()
-        if self.publish:
+        if self.publish and kind == "give_up":
             _publish(self.h.store, self.h.run_id)
         return err
 

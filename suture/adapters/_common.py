@@ -1,0 +1,157 @@
+"""Pieces the orchestrator adapters share: run keys, and the journal carried in a checkpoint."""
+
+from __future__ import annotations
+
+import base64
+import inspect
+import json
+import threading
+import time
+from typing import Any, Callable
+
+from ..errors import ConfigError
+from ..manager import hookimpl, register, unregister
+
+
+def resolve_key(run_key: Any, fn: Callable[..., Any], name: str, args: tuple, kwargs: dict) -> str:
+    """A run id from ``run_key``: a parameter name, a ``str.format`` template, or a callable."""
+    bound = inspect.signature(fn).bind_partial(*args, **kwargs)
+    bound.apply_defaults()
+    values = dict(bound.arguments)
+    if callable(run_key):
+        return str(run_key(**values))
+    if run_key in values:
+        return f"{name}:{values[run_key]}"
+    try:
+        return run_key.format(**values)
+    except (KeyError, IndexError) as exc:
+        raise ConfigError(f"run_key={run_key!r} names no parameter of {name}: {exc}") from None
+
+
+# ------------------------------------------------------------------------------------------------
+# the journal in a checkpoint
+# ------------------------------------------------------------------------------------------------
+
+FORMAT = "suture-journal-v1"
+
+
+def export_journal(store: Any, run_id: str) -> bytes:
+    """The run's journal as a self-contained JSON document (what a checkpoint carries)."""
+    rows = []
+    for (path, name, idx), rec in store.load_journal(run_id).items():
+        seq, fp, output, serializer, kind, source, duration = rec
+        binary = isinstance(output, bytes)
+        rows.append([path, name, idx, seq, fp, kind, source,
+                     base64.b64encode(output).decode() if binary else output, binary, serializer, duration])
+    return json.dumps({"format": FORMAT, "run_id": run_id, "entries": rows}).encode()
+
+
+def import_journal(store: Any, run_id: str, token: int, data: bytes | None) -> int:
+    """Add the entries of a checkpoint that the store does not have yet; return how many."""
+    if not data:
+        return 0
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return 0  # not ours (a user's own checkpoint payload): leave it alone
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        return 0
+    have = store.load_journal(run_id)
+    now = time.time()
+    rows = []
+    for path, name, idx, seq, fp, kind, source, output, binary, serializer, duration in doc["entries"]:
+        if (path, name, idx) in have:
+            continue
+        value = base64.b64decode(output) if binary else output
+        rows.append((path, name, idx, seq, fp, kind, source, value, serializer, now, duration, 0))
+    if rows:
+        rows.sort(key=lambda r: r[3])
+        store.write(run_id, token, rows)
+    return len(rows)
+
+
+class CheckpointWriter:
+    """Writes a run's journal to its checkpoint after live steps, at most every ``interval`` seconds,
+    and once more when the attempt ends. Between two writes a pod that dies loses at most the
+    interval's steps *from the checkpoint* (the shared store, when configured, has every step)."""
+
+    def __init__(self, run_id: str, store: Any, save: Callable[[bytes], None], interval: float = 1.0) -> None:
+        self.run_id, self.store, self.save, self.interval = run_id, store, save, interval
+        self.last = 0.0
+        self.lock = threading.Lock()
+
+    @hookimpl
+    def suture_step_end(self, run: Any, call: Any, source: str, duration: float) -> None:
+        if run.run_id == self.run_id and source != "replay" and time.monotonic() - self.last >= self.interval:
+            self.flush()
+
+    def flush(self) -> None:
+        with self.lock:
+            self.save(export_journal(self.store, self.run_id))
+            self.last = time.monotonic()
+
+    def __enter__(self) -> "CheckpointWriter":
+        register(self)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        unregister(self)
+        try:
+            self.flush()
+        except Exception:  # noqa: BLE001 - a failed final save must not hide the attempt's own error
+            if exc[0] is None:
+                raise
+
+
+# ------------------------------------------------------------------------------------------------
+# one orchestrator-owned attempt
+# ------------------------------------------------------------------------------------------------
+
+
+class Attempt:
+    """One attempt of a suture run whose retries belong to an orchestrator (Prefect, Flyte).
+
+    Opens the run (lease, journal), starts the attempt; then either :meth:`succeeded` or
+    :meth:`settle` with the exception, which classifies it, applies the recovery policy and says
+    what the adapter should make of it: ``("retry", exc)``, ``("escalate", failure)``,
+    ``("give_up", GiveUp)`` or ``("error", exc)`` (suture's own errors, unchanged).
+    """
+
+    def __init__(self, ag: Any, run_id: str, *, adapter: str, labels: dict[str, Any] | None = None,
+                 can_escalate: bool = False, before_start: Callable[[Any], None] | None = None) -> None:
+        from ..agent import RunHandle
+        from ..config import get_store
+
+        self.ag, self.can_escalate = ag, can_escalate
+        self.h = RunHandle(agent_name=ag.name, run_id=run_id, store=get_store(), options=ag.options,
+                           entry=None, labels=labels, adapter=adapter)
+        self.done, raw = self.h.finished_result
+        self.result = ag.decode_result(raw) if self.done else None
+        if self.done:
+            self.h.release_lease_only()
+            self.h.store.release_run(run_id, self.h.token, "succeeded", result=raw[0], serializer=raw[1])
+            return
+        if before_start is not None:
+            before_start(self.h)
+        self.run = self.h.start_attempt(ag.options.first_resources())
+
+    def succeeded(self, result: Any) -> Any:
+        self.h.end_attempt(self.run, "succeeded")
+        self.h.finish("succeeded", result=result, serializer=self.ag.serializer)
+        return result
+
+    def settle(self, exc: BaseException) -> tuple[str, Any]:
+        from ..errors import StepFailed, SutureError
+        from ..recovery import decide_for_attempt
+
+        if isinstance(exc, SutureError) and not isinstance(exc, StepFailed):
+            self.h.end_attempt(self.run, "failed")
+            self.h.finish("failed", error=exc)
+            return "error", exc
+        history = self.h.history()
+        failure, action = decide_for_attempt(self.run, exc, history, can_escalate=self.can_escalate)
+        self.h.end_attempt(self.run, "failed", failure, action)
+        if action.kind in ("retry", "escalate"):
+            self.h.finish("retrying", error=exc)
+            return action.kind, (exc if action.kind == "retry" else failure)
+        return "give_up", self.ag._give_up(self.h, failure, action, history + [failure], exc)
