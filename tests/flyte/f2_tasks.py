@@ -1,0 +1,85 @@
+"""Flyte 2 tasks for the tests. Step executions and model calls are counted in $COUNT_FILE."""
+
+import os
+
+import flyte
+
+import suture
+from suture.adapters import flyte as suture_flyte
+
+env = flyte.TaskEnvironment(name="suture-tests")
+
+
+def count(tag: str) -> None:
+    with open(os.environ["COUNT_FILE"], "a") as fh:
+        fh.write(tag + "\n")
+
+
+def failures_left(name: str) -> bool:
+    """Fail the first N calls (N from the env var), counted in a file: deterministic across attempts."""
+    path = os.environ["COUNT_FILE"] + "." + name
+    n = int(open(path).read()) if os.path.exists(path) else 0
+    open(path, "w").write(str(n + 1))
+    return n < int(os.environ.get(name.upper() + "_FAILURES", "0"))
+
+
+@suture.step(name="model")
+def model(prompt: str) -> str:
+    count(f"model {prompt}")
+    return prompt.upper()
+
+
+@suture.step(cache=True, version="1", name="lookup")
+def lookup(q: str) -> str:
+    count(f"lookup {q}")
+    return q[::-1]
+
+
+@env.task(retries=3, report=True)
+@suture_flyte.agent
+async def transient(n: int) -> list[str]:
+    out = [model(f"q{i}") for i in range(n)]
+    if failures_left("transient"):
+        raise ConnectionError("the API dropped the connection")
+    return out
+
+
+@env.task(retries=3)
+@suture_flyte.agent
+def broken() -> int:
+    count("broken")
+    raise KeyError("no such column")
+
+
+@env.task
+@suture_flyte.agent
+def cached(qs: list[str]) -> list[str]:
+    return [lookup(q) for q in qs]
+
+
+@env.task
+@suture_flyte.agent(run_key="oom-{name}")
+def hungry(name: str) -> str:
+    prep = model("prep " + name)
+    if failures_left("hungry"):
+        raise MemoryError("the analysis needs more memory")
+    return prep + " analysed"
+
+
+@env.task
+async def supervisor(name: str) -> dict:
+    requested: list[str] = []
+    result = await suture_flyte.run_with_escalation(hungry, name, memory=["256Mi", "512Mi", "1Gi"],
+                                                    requested=requested)
+    return {"result": result, "requested": requested}
+
+
+@env.task(retries=2)
+@suture_flyte.agent
+def pod_lost(n: int) -> list[str]:
+    out = [model(f"p{i}") for i in range(n)]
+    if failures_left("pod_lost"):
+        # the next attempt lands on a fresh pod: an empty local store, only the checkpoint survives
+        os.environ["SUTURE_STORE_URL"] = os.environ["NEXT_STORE_URL"]
+        raise ConnectionError("node lost")
+    return out
