@@ -1,0 +1,74 @@
+"""flytekit tasks for the tests, run through pyflyte-execute the way a Flyte cluster runs them.
+Every model call and step execution is appended to $COUNT_FILE."""
+
+import os
+
+from flytekit import eager, task
+
+import suture
+from suture.adapters import flytekit as suture_flytekit
+
+
+def count(tag: str) -> None:
+    with open(os.environ["COUNT_FILE"], "a") as fh:
+        fh.write(tag + "\n")
+
+
+def failures_left(name: str) -> bool:
+    path = os.environ["COUNT_FILE"] + "." + name
+    n = int(open(path).read()) if os.path.exists(path) else 0
+    open(path, "w").write(str(n + 1))
+    return n < int(os.environ.get(name.upper() + "_FAILURES", "0"))
+
+
+@suture.step(name="model")
+def model(prompt: str) -> str:
+    count(f"model {prompt}")
+    return prompt.upper()
+
+
+@suture.step(cache=True, version="1", name="lookup")
+def lookup(q: str) -> str:
+    count(f"lookup {q}")
+    return q[::-1]
+
+
+@task(retries=3, enable_deck=True)
+@suture_flytekit.agent
+def transient() -> str:
+    out = [model(f"q{i}") for i in range(4)]
+    if failures_left("transient"):
+        raise ConnectionError("the API dropped the connection")
+    return ",".join(out)
+
+
+@task(retries=3)
+@suture_flytekit.agent
+def broken() -> str:
+    count("broken")
+    columns: dict[str, str] = {}
+    return columns["revenue"]  # KeyError: a bug no retry can fix
+
+
+@task
+@suture_flytekit.agent
+def cached() -> str:
+    return ",".join(lookup(q) for q in ("ab", "cd"))
+
+
+@task
+@suture_flytekit.agent(run_key="fk-oom-{name}")
+def hungry(name: str) -> str:
+    prep = model("prep " + name)
+    if failures_left("hungry"):
+        raise MemoryError("the join needs more memory")
+    return prep + " joined"
+
+
+@eager
+async def supervisor(name: str) -> str:
+    requested: list[str] = []
+    result = await suture_flytekit.run_with_escalation(hungry, memory=["256Mi", "512Mi", "1Gi"],
+                                                       requested=requested, name=name)
+    count("requested " + " ".join(requested))
+    return result

@@ -1,0 +1,107 @@
+"""flytekit attempts driven the way a cluster drives them: through its container entrypoint
+``pyflyte-execute`` with ``--checkpoint-path`` / ``--prev-checkpoint`` and ``FLYTE_ATTEMPT_NUMBER``,
+on local paths; each attempt on a fresh local store (a new pod), the journal carried by the checkpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+
+
+def counts(tmp_path) -> Counter:
+    path = tmp_path / "counts"
+    return Counter(path.read_text().splitlines()) if path.exists() else Counter()
+
+
+def attempt(tmp_path, task_name: str, n: int, prev: Path | None, env: dict, execution: str = "exec-1") -> tuple[int, Path]:
+    from flytekit.models.literals import LiteralMap
+
+    inputs = tmp_path / "inputs.pb"
+    inputs.write_bytes(LiteralMap({}).to_flyte_idl().SerializeToString())
+    out, cp = tmp_path / f"{execution}-out{n}", tmp_path / f"{execution}-cp{n}"
+    out.mkdir(exist_ok=True)
+    cp.mkdir(exist_ok=True)
+    cmd = [sys.executable, "-m", "flytekit.bin.entrypoint", "pyflyte-execute"] if False else ["pyflyte-execute"]
+    cmd += ["--inputs", str(inputs), "--output-prefix", str(out), "--raw-output-data-prefix", str(tmp_path / "raw"),
+            "--checkpoint-path", str(cp), "--prev-checkpoint", str(prev) if prev else '""',
+            "--resolver", "flytekit.core.python_auto_container.default_task_resolver", "--",
+            "task-module", "fk_tasks", "task-name", task_name]
+    run_env = dict(env, FLYTE_ATTEMPT_NUMBER=str(n), FLYTE_INTERNAL_EXECUTION_ID=execution,
+                   FLYTE_INTERNAL_EXECUTION_PROJECT="proj", FLYTE_INTERNAL_EXECUTION_DOMAIN="dev",
+                   # every attempt lands on a fresh pod: its own empty local store
+                   SUTURE_STORE_URL=env.get("SHARED_STORE") or f"sqlite:///{tmp_path}/pod-{execution}-{n}.db")
+    proc = subprocess.run(cmd, env=run_env, cwd=HERE, capture_output=True, text=True, timeout=180)
+    return proc.returncode, out
+
+
+def error_kind(out: Path) -> str | None:
+    from flytekit.models.core.errors import ErrorDocument
+    from flyteidl.core import errors_pb2
+
+    path = out / "error.pb"
+    if not path.exists():
+        return None
+    doc = errors_pb2.ErrorDocument()
+    doc.ParseFromString(path.read_bytes())
+    return "recoverable" if ErrorDocument.from_flyte_idl(doc).error.kind == 1 else "non-recoverable"
+
+
+@pytest.fixture()
+def env(tmp_path):
+    e = dict(os.environ, COUNT_FILE=str(tmp_path / "counts"), FLYTE_LOCAL_CACHE_ENABLED="false",
+             PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parents[1]), os.environ.get("PYTHONPATH", "")]))
+    e.pop("SUTURE_STORE_URL", None)
+    return e
+
+
+def test_transient_failure_retried_on_a_new_pod_replays_from_the_checkpoint(tmp_path, env):
+    env["TRANSIENT_FAILURES"] = "1"
+    code0, out0 = attempt(tmp_path, "transient", 0, None, env)
+    assert code0 == 0 and error_kind(out0) == "recoverable"  # Flyte will retry it
+    code1, out1 = attempt(tmp_path, "transient", 1, tmp_path / "exec-1-cp0", env)
+    assert code1 == 0 and error_kind(out1) is None and (out1 / "outputs.pb").exists()
+    c = counts(tmp_path)
+    assert all(c[f"model q{i}"] == 1 for i in range(4)), c  # zero repeated model calls
+    deck = list(out1.rglob("deck.html"))
+    assert deck and "suture" in deck[0].read_text()
+
+
+def test_non_recoverable_failure_stops_retries(tmp_path, env):
+    code, out = attempt(tmp_path, "broken", 0, None, env)
+    assert error_kind(out) == "non-recoverable"
+    assert "gave up" in (out / "error.pb").read_bytes().decode("utf-8", "replace")
+
+
+def test_cache_shared_by_two_executions(tmp_path, env):
+    env["SHARED_STORE"] = f"sqlite:///{tmp_path}/shared.db"
+    assert attempt(tmp_path, "cached", 0, None, env, execution="exec-a")[0] == 0
+    assert attempt(tmp_path, "cached", 0, None, env, execution="exec-b")[0] == 0
+    c = counts(tmp_path)
+    assert c["lookup ab"] == 1 and c["lookup cd"] == 1
+
+
+def test_eager_supervisor_escalates_memory_and_replays(tmp_path, env, monkeypatch):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("SUTURE_STORE_URL", f"sqlite:///{tmp_path}/eager.db")
+    monkeypatch.setenv("HUNGRY_FAILURES", "2")
+    sys.path.insert(0, str(HERE))
+    from suture.config import close_stores
+
+    close_stores()
+    import fk_tasks
+
+    result = asyncio.run(fk_tasks.supervisor(name="sales"))
+    assert result == "PREP SALES joined"
+    c = counts(tmp_path)
+    assert c["requested 256Mi 512Mi 1Gi"] == 1  # what with_overrides received, per try
+    assert c["model prep sales"] == 1  # the step before the failure replayed on the later tries
+    close_stores()
