@@ -1,0 +1,127 @@
+"""Flyte benchmark: per-step overhead of a suture step inside a Flyte 2 task (against a flyte.trace
+call and a child task call) and inside a flytekit task (against a plain function), in one run.
+
+    python bench/flyte_bench.py [--steps 300]
+
+Prints a table and writes bench/results/flyte.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+os.environ["SUTURE_STORE_URL"] = f"sqlite:///{tempfile.mkdtemp()}/suture.db"
+os.environ.setdefault("FLYTE_LOCAL_CACHE_ENABLED", "false")
+
+from _common import print_table, write_results  # noqa: E402
+
+
+import logging  # noqa: E402
+
+import flyte  # noqa: E402
+from flytekit import task  # noqa: E402
+
+import suture  # noqa: E402
+from suture.adapters import flyte as sf  # noqa: E402
+from suture.adapters import flytekit as sfk  # noqa: E402
+
+env = flyte.TaskEnvironment(name="bench")
+
+
+@suture.step(name="noop")
+def noop(i: int) -> int:
+    return i
+
+
+def plain(i: int) -> int:
+    return i
+
+
+@flyte.trace
+async def traced(i: int) -> int:
+    return i
+
+
+@env.task
+async def child(i: int) -> int:
+    return i
+
+
+@env.task
+@sf.agent
+async def with_suture(k: int) -> float:
+    t0 = time.perf_counter()
+    for i in range(k):
+        noop(i)
+    return (time.perf_counter() - t0) / k
+
+
+@env.task
+async def with_trace(k: int) -> float:
+    t0 = time.perf_counter()
+    for i in range(k):
+        await traced(i)
+    return (time.perf_counter() - t0) / k
+
+
+@env.task
+async def with_child(k: int) -> float:
+    t0 = time.perf_counter()
+    for i in range(k):
+        await child(i)
+    return (time.perf_counter() - t0) / k
+
+
+@task
+@sfk.agent
+def fk_suture(k: int) -> float:
+    t0 = time.perf_counter()
+    for i in range(k):
+        noop(i)
+    return (time.perf_counter() - t0) / k
+
+
+@task
+def fk_plain(k: int) -> float:
+    t0 = time.perf_counter()
+    for i in range(k):
+        plain(i)
+    return (time.perf_counter() - t0) / k
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=300)
+    args = parser.parse_args()
+    n = args.steps
+    logging.getLogger("suture").setLevel(logging.ERROR)
+    flyte.init()
+    s2 = flyte.run(with_suture, n).outputs()[0]
+    tr = flyte.run(with_trace, n).outputs()[0]
+    ch = flyte.run(with_child, max(20, n // 10)).outputs()[0]
+    fk_s = fk_suture(k=n)
+    fk_p = fk_plain(k=n)
+    rows = [
+        ("Flyte 2: suture step in a task", f"{s2 * 1e6:.0f} µs", "", ""),
+        ("Flyte 2: flyte.trace call", f"{tr * 1e6:.0f} µs", f"suture {tr / s2:.1f}x cheaper", ""),
+        ("Flyte 2: child task call (local)", f"{ch * 1e6:.0f} µs", f"suture {ch / s2:.0f}x cheaper", ""),
+        ("flytekit: suture step in a task", f"{fk_s * 1e6:.0f} µs", "", ""),
+        ("flytekit: plain function call", f"{fk_p * 1e6:.2f} µs", f"suture adds {(fk_s - fk_p) * 1e6:.0f} µs", ""),
+    ]
+    print_table("suture on Flyte", ("measure", "value", "vs", "target"), rows)
+    write_results("flyte", {"flyte2_suture_step_us": s2 * 1e6, "flyte2_trace_us": tr * 1e6,
+                            "flyte2_child_task_us": ch * 1e6, "flytekit_suture_step_us": fk_s * 1e6,
+                            "flytekit_plain_us": fk_p * 1e6, "steps": n})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

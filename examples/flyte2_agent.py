@@ -1,0 +1,74 @@
+"""A Flyte 2 task that heals itself, run in Flyte's local mode (offline).
+
+    python examples/flyte2_agent.py
+
+The research task fails twice on a transient error; Flyte retries it and suture replays every
+completed model call from the journal (kept in the store and in flyte.Checkpoint). A supervisor
+task then escalates a memory-hungry task along 256Mi → 512Mi → 1Gi with task.override(resources=...).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+os.environ.setdefault("SUTURE_HOME", tempfile.mkdtemp(prefix="suture-flyte2-example-"))
+os.environ.setdefault("FLYTE_LOCAL_CACHE_ENABLED", "false")
+
+import flyte  # noqa: E402
+
+import suture  # noqa: E402
+from suture.adapters import flyte as suture_flyte  # noqa: E402
+
+env = flyte.TaskEnvironment(name="suture-example")
+paid: list[str] = []
+state = {"flaky": 2, "hungry": 2}
+
+
+@suture.step
+def ask_model(prompt: str) -> str:
+    paid.append(prompt)  # a scripted model: every call we would pay for is counted
+    return f"finding about {prompt}"
+
+
+@env.task(retries=3, report=True)
+@suture_flyte.agent
+def research(topic: str) -> list[str]:
+    notes = [ask_model(f"{topic}, angle {i}") for i in range(5)]
+    if state["flaky"]:
+        state["flaky"] -= 1
+        raise ConnectionError("the search API dropped the connection")
+    return notes
+
+
+@env.task
+@suture_flyte.agent(run_key="join-{name}")
+def join_tables(name: str) -> str:
+    plan = ask_model(f"plan the join of {name}")
+    if state["hungry"]:
+        state["hungry"] -= 1
+        raise MemoryError("the join does not fit")
+    return f"{plan}: joined"
+
+
+@env.task
+async def supervisor(name: str) -> dict:
+    requested: list[str] = []
+    out = await suture_flyte.run_with_escalation(join_tables, name, memory=["256Mi", "512Mi", "1Gi"],
+                                                 requested=requested)
+    return {"result": out, "memory_requested": requested}
+
+
+def main() -> int:
+    flyte.init()
+    notes = flyte.run(research, "churn").outputs()
+    print(f"research: {len(notes[0])} notes; model calls paid: {len(paid)} over 3 attempts (5 distinct)")
+    paid.clear()
+    out = flyte.run(supervisor, "sales").outputs()[0]
+    print(f"escalation: {out['memory_requested']} -> {out['result']!r}; model calls paid: {len(paid)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
