@@ -83,3 +83,9 @@ def pod_lost(n: int) -> list[str]:
         os.environ["SUTURE_STORE_URL"] = os.environ["NEXT_STORE_URL"]
         raise ConnectionError("node lost")
     return out
+
+
+@env.task
+@suture_flyte.agent
+def asks() -> str:
+    return suture.ask("ship it?")

@@ -100,3 +100,10 @@ def test_journal_travels_in_the_checkpoint_to_a_fresh_pod(f2, tmp_path, monkeypa
     runs = get_store(fresh).list_runs()
     assert runs and runs[0].status == "succeeded"
     assert {e.name for e in get_store(fresh).list_entries(runs[0].run_id)} == {"model"}
+
+
+def test_ask_in_local_mode_says_conditions_need_the_backend(f2):
+    import flyte
+
+    with pytest.raises(Exception, match="needs the Flyte backend"):
+        flyte.run(f2.asks)
