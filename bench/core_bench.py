@@ -10,7 +10,6 @@ noisy: compare ratios, not absolute numbers). Prints a table and writes bench/re
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sqlite3

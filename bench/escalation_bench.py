@@ -11,7 +11,6 @@ one) re-executed. Prints a table and writes bench/results/escalation.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess

@@ -49,7 +49,8 @@ def attempt(n: int, prev: Path | None) -> None:
                FLYTE_INTERNAL_EXECUTION_PROJECT="example", FLYTE_INTERNAL_EXECUTION_DOMAIN="dev",
                FLYTE_LOCAL_CACHE_ENABLED="false", SUTURE_STORE_URL=f"sqlite:///{WORK}/pod-{n}.db",
                PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
-    subprocess.run(["pyflyte-execute", "--inputs", str(inputs), "--output-prefix", str(WORK / f"out{n}"),
+    entrypoint = [sys.executable, "-c", "from flytekit.bin.entrypoint import execute_task_cmd; execute_task_cmd()"]
+    subprocess.run([*entrypoint, "--inputs", str(inputs), "--output-prefix", str(WORK / f"out{n}"),
                     "--raw-output-data-prefix", str(WORK / "raw"), "--checkpoint-path", str(WORK / f"cp{n}"),
                     "--prev-checkpoint", str(prev) if prev else '""',
                     "--resolver", "flytekit.core.python_auto_container.default_task_resolver", "--",

@@ -100,7 +100,6 @@ def ask(question: str, schema: Any = None, *, key: str | None = None) -> Any:
     ``suture_deliver_question`` plugins) and the run suspends; once answered, the next attempt
     replays to this point and gets the answer. ``key`` names the question (default: its position).
     """
-    from .manager import hook
     from .runtime import _frame
 
     frame = _frame.get()

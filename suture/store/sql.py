@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 from ..errors import LeaseError, StoreError
 from ..models import AttemptRow, CacheRow, EntryRow, Question, RunRecord
-from .base import CachePut, JournalRow, Recorded, Store, holder_is_dead
+from .base import CachePut, Store, holder_is_dead
 
 _JOURNAL_COLS = (
     "run_id, path, name, idx, seq, fingerprint, kind, source, output, serializer, "

@@ -29,7 +29,8 @@ def attempt(tmp_path, task_name: str, n: int, prev: Path | None, env: dict, exec
     out, cp = tmp_path / f"{execution}-out{n}", tmp_path / f"{execution}-cp{n}"
     out.mkdir(exist_ok=True)
     cp.mkdir(exist_ok=True)
-    cmd = [sys.executable, "-m", "flytekit.bin.entrypoint", "pyflyte-execute"] if False else ["pyflyte-execute"]
+    # flytekit's container entrypoint (the `pyflyte-execute` console script), run with this interpreter
+    cmd = [sys.executable, "-c", "from flytekit.bin.entrypoint import execute_task_cmd; execute_task_cmd()"]
     cmd += ["--inputs", str(inputs), "--output-prefix", str(out), "--raw-output-data-prefix", str(tmp_path / "raw"),
             "--checkpoint-path", str(cp), "--prev-checkpoint", str(prev) if prev else '""',
             "--resolver", "flytekit.core.python_auto_container.default_task_resolver", "--",
