@@ -140,6 +140,24 @@ class Attempt:
         self.h.finish("succeeded", result=result, serializer=self.ag.serializer)
         return result
 
+    # -- what an adapter refines ----------------------------------------------------------------
+    def writer(self) -> Any:
+        """A context manager around the attempt's code (e.g. writing the journal to a checkpoint)."""
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def raise_for(self, exc: BaseException) -> BaseException:
+        """The exception to raise for a failed attempt (the orchestrator's retry semantics)."""
+        raise NotImplementedError
+
+    def report(self) -> None:
+        """Publish the run report where the orchestrator shows it (sync code)."""
+
+    async def areport(self) -> None:
+        """Publish the run report (async code)."""
+        self.report()
+
     def settle(self, exc: BaseException) -> tuple[str, Any]:
         from ..errors import StepFailed, SutureError
         from ..recovery import decide_for_attempt
@@ -155,3 +173,72 @@ class Attempt:
             self.h.finish("retrying", error=exc)
             return action.kind, (exc if action.kind == "retry" else failure)
         return "give_up", self.ag._give_up(self.h, failure, action, history + [failure], exc)
+
+
+def _settled_by_suture(exc: BaseException) -> bool:
+    # KeyboardInterrupt, SystemExit, a cancelled task: not a failure of the run's code
+    return isinstance(exc, Exception) or type(exc).__name__ == "AttemptAborted"
+
+
+def orchestrated(ag: Any, f: Callable[..., Any], begin: Callable[[tuple, dict], "Attempt | None"]) -> Any:
+    """The function an adapter's decorator returns: each call is one orchestrator-owned attempt.
+
+    ``begin(args, kwargs)`` opens the :class:`Attempt`, or returns ``None`` outside the orchestrator
+    (then the call is a plain local suture run). Keeps ``f``'s signature and type hints.
+    """
+    import functools
+
+    from ..agent import attempt_async, attempt_sync
+
+    if ag.is_async:
+
+        @functools.wraps(f)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            attempt = begin(args, kwargs)
+            if attempt is None:
+                return await ag.arun_local(args, kwargs, None)
+            if attempt.done:
+                return attempt.result
+            try:
+                with attempt.writer():
+                    result = await attempt_async(attempt.run, f, args, kwargs)
+            except BaseException as exc:
+                if not _settled_by_suture(exc):
+                    raise
+                err = attempt.raise_for(exc)
+                await attempt.areport()
+                if err is exc:
+                    raise
+                raise err from exc
+            out = attempt.succeeded(result)
+            await attempt.areport()
+            return out
+
+        wrapper: Any = async_wrapper
+    else:
+
+        @functools.wraps(f)
+        def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+            attempt = begin(args, kwargs)
+            if attempt is None:
+                return ag.run_local(args, kwargs, None)
+            if attempt.done:
+                return attempt.result
+            try:
+                with attempt.writer():
+                    result = attempt_sync(attempt.run, f, args, kwargs)
+            except BaseException as exc:
+                if not _settled_by_suture(exc):
+                    raise
+                err = attempt.raise_for(exc)
+                attempt.report()
+                if err is exc:
+                    raise
+                raise err from exc
+            out = attempt.succeeded(result)
+            attempt.report()
+            return out
+
+        wrapper = sync_wrapper
+    wrapper.__suture_agent__ = ag
+    return wrapper

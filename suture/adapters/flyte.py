@@ -28,13 +28,12 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from typing import Any, Callable
 
-from ..agent import attempt_async, attempt_sync, build_agent
-from ._common import Attempt, CheckpointWriter, import_journal, resolve_key
+from ..agent import build_agent
+from ._common import Attempt, CheckpointWriter, import_journal, orchestrated, resolve_key
 
 
 def _ctx() -> Any:
@@ -123,10 +122,14 @@ class _FlyteAttempt(Attempt):
 
     def writer(self) -> Any:
         if self.checkpoint is None:
-            import contextlib
-
-            return contextlib.nullcontext()
+            return super().writer()
         return CheckpointWriter(self.h.run_id, self.h.store, self.checkpoint.save_sync)
+
+    def report(self) -> None:
+        _report(self, self.ctx)
+
+    async def areport(self) -> None:
+        await _areport(self, self.ctx)
 
     def raise_for(self, exc: BaseException) -> BaseException:
         import flyte.errors
@@ -149,60 +152,11 @@ def agent(fn: Callable[..., Any] | None = None, *, run_key: Any = None, **option
     def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
         ag = build_agent(f, namespace=namespace, **options)
 
-        if ag.is_async:
+        def begin(args: tuple, kwargs: dict) -> Any:
+            ctx = _ctx()
+            return None if ctx is None else _FlyteAttempt(ag, ctx, run_key, args, kwargs)
 
-            @functools.wraps(f)
-            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                ctx = _ctx()
-                if ctx is None:
-                    return await ag.arun_local(args, kwargs, None)
-                attempt = _FlyteAttempt(ag, ctx, run_key, args, kwargs)
-                if attempt.done:
-                    return attempt.result
-                try:
-                    with attempt.writer():
-                        result = await attempt_async(attempt.run, f, args, kwargs)
-                except BaseException as exc:  # noqa: BLE001 - settled, then raised
-                    if not isinstance(exc, Exception) and type(exc).__name__ != "AttemptAborted":
-                        raise
-                    err = attempt.raise_for(exc)
-                    await _areport(attempt, ctx)
-                    if err is exc:
-                        raise
-                    raise err from exc
-                out = attempt.succeeded(result)
-                await _areport(attempt, ctx)
-                return out
-
-            wrapper: Any = async_wrapper
-        else:
-
-            @functools.wraps(f)
-            def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-                ctx = _ctx()
-                if ctx is None:
-                    return ag.run_local(args, kwargs, None)
-                attempt = _FlyteAttempt(ag, ctx, run_key, args, kwargs)
-                if attempt.done:
-                    return attempt.result
-                try:
-                    with attempt.writer():
-                        result = attempt_sync(attempt.run, f, args, kwargs)
-                except BaseException as exc:  # noqa: BLE001 - settled, then raised
-                    if not isinstance(exc, Exception) and type(exc).__name__ != "AttemptAborted":
-                        raise
-                    err = attempt.raise_for(exc)
-                    _report(attempt, ctx)
-                    if err is exc:
-                        raise
-                    raise err from exc
-                out = attempt.succeeded(result)
-                _report(attempt, ctx)
-                return out
-
-            wrapper = sync_wrapper
-        wrapper.__suture_agent__ = ag
-        return wrapper
+        return orchestrated(ag, f, begin)
 
     if fn is not None:
         return decorate(fn)

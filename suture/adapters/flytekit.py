@@ -27,13 +27,12 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 from typing import Any, Callable
 
-from ..agent import attempt_async, attempt_sync, build_agent, new_run_id
-from ._common import Attempt, CheckpointWriter, import_journal, resolve_key
+from ..agent import build_agent, new_run_id
+from ._common import Attempt, CheckpointWriter, import_journal, orchestrated, resolve_key
 
 MEMORY_MARK = "suture-memory-failure"
 
@@ -73,16 +72,13 @@ class _FlytekitAttempt(Attempt):
 
     def writer(self) -> Any:
         if self.checkpoint is None:
-            import contextlib
-
-            return contextlib.nullcontext()
+            return super().writer()
         return CheckpointWriter(self.h.run_id, self.h.store, self.checkpoint.write)
 
     def raise_for(self, exc: BaseException) -> BaseException:
         from flytekit.exceptions.user import FlyteRecoverableException
 
         kind, value = self.settle(exc)
-        self.deck()
         if kind == "retry":
             return FlyteRecoverableException(f"suture: retrying after {type(exc).__name__}: {exc}")
         if kind == "escalate":
@@ -92,7 +88,8 @@ class _FlytekitAttempt(Attempt):
             return FlyteRecoverableException(f"{MEMORY_MARK} {value}")
         return value
 
-    def deck(self) -> None:
+    def report(self) -> None:
+        """The run report as a ``suture`` Deck."""
         try:
             from flytekit import Deck
 
@@ -110,53 +107,7 @@ def agent(fn: Callable[..., Any] | None = None, *, run_key: Any = None, **option
 
     def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
         ag = build_agent(f, namespace=namespace, **options)
-
-        if ag.is_async:
-
-            @functools.wraps(f)
-            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                attempt = _FlytekitAttempt(ag, run_key, args, kwargs)
-                if attempt.done:
-                    return attempt.result
-                try:
-                    with attempt.writer():
-                        result = await attempt_async(attempt.run, f, args, kwargs)
-                except BaseException as exc:  # noqa: BLE001 - settled, then raised
-                    if not isinstance(exc, Exception) and type(exc).__name__ != "AttemptAborted":
-                        raise
-                    err = attempt.raise_for(exc)
-                    if err is exc:
-                        raise
-                    raise err from exc
-                out = attempt.succeeded(result)
-                attempt.deck()
-                return out
-
-            wrapper: Any = async_wrapper
-        else:
-
-            @functools.wraps(f)
-            def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-                attempt = _FlytekitAttempt(ag, run_key, args, kwargs)
-                if attempt.done:
-                    return attempt.result
-                try:
-                    with attempt.writer():
-                        result = attempt_sync(attempt.run, f, args, kwargs)
-                except BaseException as exc:  # noqa: BLE001 - settled, then raised
-                    if not isinstance(exc, Exception) and type(exc).__name__ != "AttemptAborted":
-                        raise
-                    err = attempt.raise_for(exc)
-                    if err is exc:
-                        raise
-                    raise err from exc
-                out = attempt.succeeded(result)
-                attempt.deck()
-                return out
-
-            wrapper = sync_wrapper
-        wrapper.__suture_agent__ = ag
-        return wrapper
+        return orchestrated(ag, f, lambda args, kwargs: _FlytekitAttempt(ag, run_key, args, kwargs))
 
     if fn is not None:
         return decorate(fn)

@@ -29,14 +29,13 @@
 
 from __future__ import annotations
 
-import functools
 import re
 import sys
 from typing import Any, Callable
 
-from ..agent import attempt_async, attempt_sync, build_agent
+from ..agent import build_agent
 from ..failures import Action
-from ._common import Attempt, resolve_key
+from ._common import Attempt, orchestrated, resolve_key
 from ..errors import ConfigError, GiveUp, SutureError
 from ..manager import hookimpl
 
@@ -231,7 +230,7 @@ class _Attempt(Attempt):
             _publish(self.h.store, self.h.run_id)
         return result
 
-    def failed(self, exc: BaseException) -> BaseException:
+    def raise_for(self, exc: BaseException) -> BaseException:
         """Settle a failed attempt; return the exception to raise (Prefect retries it or not)."""
         kind, err = self.settle(exc)
         if kind == "retry":
@@ -267,55 +266,14 @@ def agent(
     def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
         ag = build_agent(f, namespace=namespace, **options)
 
-        def in_prefect() -> bool:
+        def begin(args: tuple, kwargs: dict) -> Any:
             from prefect.context import FlowRunContext, TaskRunContext
 
-            return FlowRunContext.get() is not None or TaskRunContext.get() is not None
+            if FlowRunContext.get() is None and TaskRunContext.get() is None:
+                return None
+            return _Attempt(ag, run_key, publish_report, args, kwargs, as_tasks)
 
-        if ag.is_async:
-
-            @functools.wraps(f)
-            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                if not in_prefect():
-                    return await ag.arun_local(args, kwargs, None)
-                attempt = _Attempt(ag, run_key, publish_report, args, kwargs, as_tasks)
-                if attempt.done:
-                    return attempt.result
-                try:
-                    result = await attempt_async(attempt.run, f, args, kwargs)
-                except BaseException as exc:  # noqa: BLE001 - settled, then raised
-                    if not isinstance(exc, Exception) and type(exc).__name__ != "AttemptAborted":
-                        raise
-                    err = attempt.failed(exc)
-                    if err is exc:
-                        raise
-                    raise err from exc
-                return attempt.succeeded(result)
-
-            wrapper: Any = async_wrapper
-        else:
-
-            @functools.wraps(f)
-            def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-                if not in_prefect():
-                    return ag.run_local(args, kwargs, None)
-                attempt = _Attempt(ag, run_key, publish_report, args, kwargs, as_tasks)
-                if attempt.done:
-                    return attempt.result
-                try:
-                    result = attempt_sync(attempt.run, f, args, kwargs)
-                except BaseException as exc:  # noqa: BLE001 - settled, then raised
-                    if not isinstance(exc, Exception) and type(exc).__name__ != "AttemptAborted":
-                        raise
-                    err = attempt.failed(exc)
-                    if err is exc:
-                        raise
-                    raise err from exc
-                return attempt.succeeded(result)
-
-            wrapper = sync_wrapper
-        wrapper.__suture_agent__ = ag
-        return wrapper
+        return orchestrated(ag, f, begin)
 
     if fn is not None:
         return decorate(fn)
