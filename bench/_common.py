@@ -35,3 +35,37 @@ def write_results(name: str, data: dict[str, Any]) -> Path:
     (RESULTS.parent / "results.json").write_text(json.dumps(merged, indent=2, default=str))
     print(f"wrote {path} and {RESULTS.parent / 'results.json'}")
     return path
+
+
+def dbos_step_seconds(system_database_url: str, n: int) -> float | None:
+    """Seconds per no-op DBOS step in a workflow of ``n`` steps, run in a subprocess (DBOS keeps
+    global state), against ``system_database_url``; ``None`` if DBOS is not installed or fails."""
+    import subprocess
+    import sys
+
+    code = f"""
+import time
+from dbos import DBOS
+DBOS(config={{"name": "bench", "system_database_url": {system_database_url!r}}})
+
+@DBOS.step()
+def noop():
+    return None
+
+@DBOS.workflow()
+def wf(k):
+    t0 = time.perf_counter()
+    for _ in range(k):
+        noop()
+    return time.perf_counter() - t0
+
+DBOS.launch()
+print(wf({n}) / {n})
+DBOS.destroy()
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
+    try:
+        return float(out.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        print("dbos failed:", out.stderr[-800:], file=sys.stderr)
+        return None

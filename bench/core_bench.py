@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _common import print_table, write_results  # noqa: E402
+from _common import dbos_step_seconds, print_table, write_results  # noqa: E402
 
 
 def fresh_store(tmp: Path, name: str) -> str:
@@ -195,33 +195,8 @@ def langgraph_noop(tmp: Path, n: int) -> float | None:
 
 
 def dbos_noop(tmp: Path, n: int) -> float | None:
-    """DBOS in a subprocess (it keeps global state): seconds per no-op step, SQLite system database."""
-    code = f"""
-import time, sys
-from dbos import DBOS
-DBOS(config={{"name": "bench", "system_database_url": "sqlite:///{tmp}/dbos-{time.perf_counter_ns()}.db"}})
-
-@DBOS.step()
-def noop():
-    return None
-
-@DBOS.workflow()
-def wf(k):
-    t0 = time.perf_counter()
-    for _ in range(k):
-        noop()
-    return time.perf_counter() - t0
-
-DBOS.launch()
-print(wf({n}) / {n})
-DBOS.destroy()
-"""
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
-    try:
-        return float(out.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        print("dbos failed:", out.stderr[-500:], file=sys.stderr)
-        return None
+    """DBOS with a SQLite system database: seconds per no-op step."""
+    return dbos_step_seconds(f"sqlite:///{tmp}/dbos-{time.perf_counter_ns()}.db", n)
 
 
 def main() -> int:

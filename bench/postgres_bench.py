@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _common import print_table, write_results  # noqa: E402
+from _common import dbos_step_seconds, print_table, write_results  # noqa: E402
 
 AGENT = ROOT / "tests" / "agents" / "long_agent.py"
 
@@ -78,40 +78,15 @@ def suture_step(dsn: str, n: int) -> float:
 
 
 def dbos_step(dsn: str, n: int) -> float | None:
+    """DBOS on the same PostgreSQL server (its own database, dropped afterwards)."""
     db = f"dbos_bench_{uuid.uuid4().hex[:6]}"
-    code = f"""
-import time
-from dbos import DBOS
-DBOS(config={{"name": "bench", "system_database_url": "{dsn.rsplit('/', 1)[0]}/{db}"}})
-
-@DBOS.step()
-def noop():
-    return None
-
-@DBOS.workflow()
-def wf(k):
-    t0 = time.perf_counter()
-    for _ in range(k):
-        noop()
-    return time.perf_counter() - t0
-
-DBOS.launch()
-print(wf({n}) / {n})
-DBOS.destroy()
-"""
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
     try:
+        return dbos_step_seconds(f"{dsn.rsplit('/', 1)[0]}/{db}", n)
+    finally:
         import psycopg
 
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-    except Exception:  # noqa: BLE001 - cleanup only
-        pass
-    try:
-        return float(out.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        print("dbos failed:", out.stderr[-800:], file=sys.stderr)
-        return None
 
 
 def throughput(url: str, procs: int, steps: int) -> float:

@@ -5,22 +5,10 @@ import os
 import flyte
 
 import suture
+from _counting import count, failures_left
 from suture.adapters import flyte as suture_flyte
 
 env = flyte.TaskEnvironment(name="suture-tests")
-
-
-def count(tag: str) -> None:
-    with open(os.environ["COUNT_FILE"], "a") as fh:
-        fh.write(tag + "\n")
-
-
-def failures_left(name: str) -> bool:
-    """Fail the first N calls (N from the env var), counted in a file: deterministic across attempts."""
-    path = os.environ["COUNT_FILE"] + "." + name
-    n = int(open(path).read()) if os.path.exists(path) else 0
-    open(path, "w").write(str(n + 1))
-    return n < int(os.environ.get(name.upper() + "_FAILURES", "0"))
 
 
 @suture.step(name="model")

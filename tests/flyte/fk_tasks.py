@@ -1,24 +1,12 @@
 """flytekit tasks for the tests, run through pyflyte-execute the way a Flyte cluster runs them.
 Every model call and step execution is appended to $COUNT_FILE."""
 
-import os
 
 from flytekit import eager, task
 
 import suture
+from _counting import count, failures_left
 from suture.adapters import flytekit as suture_flytekit
-
-
-def count(tag: str) -> None:
-    with open(os.environ["COUNT_FILE"], "a") as fh:
-        fh.write(tag + "\n")
-
-
-def failures_left(name: str) -> bool:
-    path = os.environ["COUNT_FILE"] + "." + name
-    n = int(open(path).read()) if os.path.exists(path) else 0
-    open(path, "w").write(str(n + 1))
-    return n < int(os.environ.get(name.upper() + "_FAILURES", "0"))
 
 
 @suture.step(name="model")

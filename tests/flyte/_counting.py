@@ -1,0 +1,17 @@
+"""Counting helpers shared by the Flyte test task modules (both SDKs)."""
+
+import os
+
+
+def count(tag: str) -> None:
+    """Append ``tag`` to $COUNT_FILE: executions are counted across processes and attempts."""
+    with open(os.environ["COUNT_FILE"], "a") as fh:
+        fh.write(tag + "\n")
+
+
+def failures_left(name: str) -> bool:
+    """Fail the first N calls (N from ``<NAME>_FAILURES``), counted in a file: deterministic across attempts."""
+    path = os.environ["COUNT_FILE"] + "." + name
+    n = int(open(path).read()) if os.path.exists(path) else 0
+    open(path, "w").write(str(n + 1))
+    return n < int(os.environ.get(name.upper() + "_FAILURES", "0"))
