@@ -21,9 +21,9 @@ import time
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from ..errors import ConfigError, SchemaVersionError, StoreCorruptedError, StoreError, StoreLockedError
+from ..errors import ConfigError, StoreCorruptedError, StoreError, StoreLockedError
 from .base import SCHEMA_VERSION
-from .sql import SqlStore
+from .sql import SqlStore, apply_migrations, stored_version
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -161,27 +161,12 @@ class PostgresStore(SqlStore):
         ours = {t for t in tables if t.startswith("suture_")}
         if ours and "suture_meta" not in ours:
             raise StoreCorruptedError(f"schema {schema!r} has suture tables but no suture_meta: not a suture store")
-        version = 0
-        if "suture_meta" in ours:
-            row = conn.execute("SELECT value FROM suture_meta WHERE key = 'schema_version'").fetchone()
-            version = int(row[0]) if row else 0
-        if version > SCHEMA_VERSION:
-            raise SchemaVersionError(
-                f"the suture store in schema {schema!r} has schema version {version}, written by a newer suture; "
-                f"this suture understands up to version {SCHEMA_VERSION}. Upgrade suture or use another "
-                f"schema. Nothing was changed."
-            )
+        version = stored_version(conn, "suture_meta" in ours, f"in schema {schema!r}")
         if version == SCHEMA_VERSION:
             return
         conn.execute("BEGIN")
         try:
-            for v in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS[v].split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-            conn.execute(
-                "INSERT INTO suture_meta (key, value) VALUES ('schema_version', %s) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))
+            apply_migrations(conn, MIGRATIONS, version, "%s")
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

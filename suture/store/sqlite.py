@@ -14,9 +14,9 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, SchemaVersionError, StoreCorruptedError, StoreError, StoreLockedError
+from ..errors import ConfigError, StoreCorruptedError, StoreError, StoreLockedError
 from .base import SCHEMA_VERSION
-from .sql import SqlStore
+from .sql import SqlStore, apply_migrations, stored_version
 
 #: DDL per schema version; ``MIGRATIONS[v]`` takes a store from version v-1 to v.
 MIGRATIONS: dict[int, str] = {
@@ -126,26 +126,9 @@ class SQLiteStore(SqlStore):
 
     def _migrate(self, fresh: bool) -> None:
         with self._tx("creating or migrating the schema") as conn:
-            version = 0
-            if not fresh:
-                row = conn.execute("SELECT value FROM suture_meta WHERE key = 'schema_version'").fetchone()
-                version = int(row[0]) if row else 0
-            if version > SCHEMA_VERSION:
-                raise SchemaVersionError(
-                    f"the suture store {self.path} has schema version {version}, written by a newer "
-                    f"suture; this suture understands up to version {SCHEMA_VERSION}. Upgrade suture "
-                    f"(pip install -U suture) or use another store. Nothing was changed."
-                )
-            for v in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS[v].split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+            version = stored_version(conn, not fresh, str(self.path))
             if version != SCHEMA_VERSION:
-                conn.execute(
-                    "INSERT INTO suture_meta (key, value) VALUES ('schema_version', ?) "
-                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    (str(SCHEMA_VERSION),),
-                )
+                apply_migrations(conn, MIGRATIONS, version, "?")
 
     def _explain(self, exc: BaseException, doing: str) -> BaseException:
         text = str(exc)
