@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..models import AttemptRow, CacheRow, EntryRow, Question, RunRecord
 
 #: Bump with a migration whenever the schema changes; a store newer than this is refused.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: A journal row: (path, name, idx, seq, fingerprint, kind, source, output, serializer,
 #: started_at, duration, attempt)

@@ -64,6 +64,12 @@ MIGRATIONS: dict[int, str] = {
         answer TEXT, created_at DOUBLE PRECISION NOT NULL, answered_at DOUBLE PRECISION,
         PRIMARY KEY (run_id, qid));
     """,
+    2: """
+    CREATE TABLE IF NOT EXISTS suture_blobs (
+        digest TEXT PRIMARY KEY, data BYTEA NOT NULL, size BIGINT NOT NULL, created_at DOUBLE PRECISION NOT NULL);
+    ALTER TABLE suture_journal ADD COLUMN IF NOT EXISTS blob TEXT;
+    ALTER TABLE suture_cache ADD COLUMN IF NOT EXISTS blob TEXT;
+    """,
 }
 
 _SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")

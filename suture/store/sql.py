@@ -6,7 +6,9 @@ transaction begins, and how driver errors are explained; everything else is here
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import threading
 import time
 from contextlib import contextmanager
@@ -18,8 +20,10 @@ from .base import CachePut, Store, holder_is_dead
 
 _JOURNAL_COLS = (
     "run_id, path, name, idx, seq, fingerprint, kind, source, output, serializer, "
-    "started_at, duration, attempt"
+    "started_at, duration, attempt, blob"
 )
+#: values larger than this go to the blob table (``SUTURE_BLOB_THRESHOLD``, bytes; default 1 MiB)
+BLOB_THRESHOLD = int(os.environ.get("SUTURE_BLOB_THRESHOLD", str(1024 * 1024)))
 
 
 class SqlStore(Store):
@@ -273,8 +277,9 @@ class SqlStore(Store):
     # ---- journal --------------------------------------------------------------------------------
     def load_journal(self, run_id):
         rows = self._read(
-            "SELECT path, name, idx, seq, fingerprint, output, serializer, kind, source, duration "
-            "FROM suture_journal WHERE run_id = ?",
+            "SELECT j.path, j.name, j.idx, j.seq, j.fingerprint, COALESCE(j.output, b.data), j.serializer, j.kind, "
+            "j.source, j.duration FROM suture_journal j LEFT JOIN suture_blobs b ON b.digest = j.blob "
+            "WHERE j.run_id = ?",
             (run_id,),
             doing=f"loading the journal of {run_id!r}",
         )
@@ -283,14 +288,25 @@ class SqlStore(Store):
 
     _INSERT_ENTRY = (
         f"INSERT INTO suture_journal ({_JOURNAL_COLS}) "
-        "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
+        "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
         "WHERE EXISTS (SELECT 1 FROM suture_runs WHERE run_id = ? AND lease_token = ?)"
     )
 
     def write(self, run_id, token, entries, states=(), cache_puts=(), cache_hits=()):
-        if self.blob_in is not None:
-            entries = [e[:7] + (self._bin(e[7]),) + e[8:] for e in entries]
-            cache_puts = [p[:3] + (self._bin(p[3]),) + p[4:] for p in cache_puts]
+        blobs: list[tuple] = []
+        rows = []
+        for e in entries:
+            value, ref = self._split(e[7], blobs)
+            rows.append(e[:7] + (value,) + e[8:] + (ref,))
+        entries = rows
+        if cache_puts:
+            puts = []
+            for p in cache_puts:
+                value, ref = self._split(p[3], blobs)
+                puts.append(p[:3] + (value,) + p[4:] + (ref,))
+            cache_puts = puts
+        if blobs:
+            states = list(states) + [("\x00blob", b) for b in blobs]  # written in the same transaction
         try:
             return self._write(run_id, token, entries, states, cache_puts, cache_hits)
         except StoreError as exc:
@@ -325,7 +341,10 @@ class SqlStore(Store):
                     if states or cache_puts or cache_hits:
                         now = time.time()
                         for key, value in states:
-                            self._state_upsert(conn, key, value, run_id, now)
+                            if key == "\x00blob":
+                                self._blob_put(conn, value)
+                            else:
+                                self._state_upsert(conn, key, value, run_id, now)
                         for put in cache_puts:
                             self._cache_upsert(conn, put)
                         for key, saved in cache_hits:
@@ -339,6 +358,20 @@ class SqlStore(Store):
                     raise
             except self._driver_errors() as exc:
                 raise self._explain(exc, f"committing {len(entries)} step(s) of run {run_id!r}") from exc
+
+    def _split(self, value: Any, blobs: list[tuple]) -> tuple[Any, str | None]:
+        """A value small enough for its row, or a reference to a blob queued in ``blobs``."""
+        if value is None or len(value) <= BLOB_THRESHOLD:
+            return self._bin(value), None
+        raw = value if isinstance(value, bytes) else value.encode("utf-8")
+        digest = ("b:" if isinstance(value, bytes) else "s:") + hashlib.blake2b(raw, digest_size=20).hexdigest()
+        blobs.append((digest, self._bin(value), len(raw)))
+        return None, digest
+
+    def _blob_put(self, conn: Any, blob: tuple) -> None:
+        digest, data, size = blob
+        conn.execute(self._q("INSERT INTO suture_blobs (digest, data, size, created_at) VALUES (?, ?, ?, ?) "
+                             "ON CONFLICT (digest) DO NOTHING"), (digest, data, size, time.time()))
 
     def _holds(self, conn: Any, run_id: str, token: int) -> bool:
         row = conn.execute(self._q("SELECT lease_token FROM suture_runs WHERE run_id = ?"), (run_id,)).fetchone()
@@ -357,8 +390,9 @@ class SqlStore(Store):
 
     def list_entries(self, run_id):
         rows = self._read(
-            "SELECT seq, path, name, idx, kind, source, fingerprint, attempt, started_at, duration, "
-            "LENGTH(output) FROM suture_journal WHERE run_id = ? ORDER BY seq",
+            "SELECT j.seq, j.path, j.name, j.idx, j.kind, j.source, j.fingerprint, j.attempt, j.started_at, j.duration, "
+            "COALESCE(LENGTH(j.output), b.size) FROM suture_journal j LEFT JOIN suture_blobs b ON b.digest = j.blob "
+            "WHERE j.run_id = ? ORDER BY j.seq",
             (run_id,),
         )
         return [
@@ -371,7 +405,8 @@ class SqlStore(Store):
 
     # ---- global cache ---------------------------------------------------------------------------
     def cache_get(self, key):
-        rows = self._read("SELECT value, serializer, duration, expires_at FROM suture_cache WHERE key = ?", (key,),
+        rows = self._read("SELECT COALESCE(c.value, b.data), c.serializer, c.duration, c.expires_at FROM suture_cache c "
+                          "LEFT JOIN suture_blobs b ON b.digest = c.blob WHERE c.key = ?", (key,),
                           doing="reading the cache")
         if not rows or (rows[0][3] is not None and rows[0][3] <= time.time()):
             return None
@@ -379,25 +414,28 @@ class SqlStore(Store):
         return self._bout(row[0]), row[1], row[2] or 0.0
 
     def cache_put(self, put):
-        put = put[:3] + (self._bin(put[3]),) + put[4:]
+        blobs: list[tuple] = []
+        value, ref = self._split(put[3], blobs)
         with self._tx("writing a cache entry") as conn:
-            self._cache_upsert(conn, put)
+            for blob in blobs:
+                self._blob_put(conn, blob)
+            self._cache_upsert(conn, put[:3] + (value,) + put[4:] + (ref,))
 
     def cache_hit(self, key, saved):
         with self._tx("counting a cache hit") as conn:
             self._cache_count_hit(conn, key, saved)
 
     def _cache_upsert(self, conn: Any, put: CachePut) -> None:
-        key, step, version, value, serializer, created, expires, duration = put
+        key, step, version, value, serializer, created, expires, duration, blob = put
         conn.execute(
             self._q(
                 "INSERT INTO suture_cache (key, step, version, value, serializer, created_at, "
-                "expires_at, hits, duration) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?) "
+                "expires_at, hits, duration, blob) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value, serializer = excluded.serializer, "
                 "created_at = excluded.created_at, expires_at = excluded.expires_at, "
-                "duration = excluded.duration"
+                "duration = excluded.duration, blob = excluded.blob"
             ),
-            (key, step, version, value, serializer, created, expires, duration),
+            (key, step, version, value, serializer, created, expires, duration, blob),
         )
         conn.execute(
             self._q(

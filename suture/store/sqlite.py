@@ -58,6 +58,13 @@ MIGRATIONS: dict[int, str] = {
         status TEXT NOT NULL, answer TEXT, created_at REAL NOT NULL, answered_at REAL,
         PRIMARY KEY (run_id, qid));
     """,
+    # large values live once, content-addressed, in a blob table; rows keep a reference
+    2: """
+    CREATE TABLE IF NOT EXISTS suture_blobs (
+        digest TEXT PRIMARY KEY, data BLOB NOT NULL, size INTEGER NOT NULL, created_at REAL NOT NULL);
+    ALTER TABLE suture_journal ADD COLUMN blob TEXT;
+    ALTER TABLE suture_cache ADD COLUMN blob TEXT;
+    """,
 }
 
 

@@ -212,3 +212,87 @@ def test_value_above_the_hard_limit_is_refused(any_store, monkeypatch):
     with pytest.raises(suture.SerializationError, match="SUTURE_MAX_VALUE_BYTES"):
         agent.run(run_id="h")
     assert any_store.list_entries("h") == []
+
+
+def test_large_values_live_in_the_blob_table(any_store):
+    big = "x" * (2 * 1024 * 1024)  # above the 1 MiB threshold
+
+    @suture.step(name="large")
+    def large(i: int) -> str:
+        return big
+
+    @suture.step(cache=True, name="large_cached")
+    def large_cached() -> bytes:
+        return b"\x01" * (3 * 1024 * 1024)
+
+    crash = {"on": True}
+
+    @suture.agent(name="blobs", max_attempts=1)
+    def agent() -> list:
+        out = [len(large(0)), len(large(1)), len(large_cached())]
+        if crash["on"]:
+            raise KeyboardInterrupt
+        return out
+
+    with pytest.raises(KeyboardInterrupt):
+        agent.run(run_id="bl")
+    crash["on"] = False
+    assert agent.run(run_id="bl") == [len(big), len(big), 3 * 1024 * 1024]
+    rows = any_store._read("SELECT COUNT(*), SUM(CASE WHEN output IS NULL THEN 1 ELSE 0 END) FROM suture_journal "
+                           "WHERE run_id = ?", ("bl",))
+    assert tuple(rows[0]) == (3, 3)  # every row holds a reference, not the value
+    # identical values are stored once
+    assert any_store._read("SELECT COUNT(*) FROM suture_blobs")[0][0] == 2
+    assert all(e.size > 1024 * 1024 for e in any_store.list_entries("bl"))  # sizes of the stored forms
+    step = large_cached.__suture_step__
+    data, sname, _ = any_store.cache_get(step.cache_key(step.fingerprint((), {})))
+    assert step.decode(data, sname) == b"\x01" * (3 * 1024 * 1024)  # the cache reads through the blob table
+
+
+def test_a_version_1_store_is_migrated(any_store_url, tmp_path):
+    from suture.config import close_stores, get_store
+
+    close_stores()
+    if any_store_url.startswith("sqlite"):
+        import sqlite3
+
+        from suture.store.sqlite import MIGRATIONS
+
+        path = any_store_url.replace("sqlite://", "")
+        con = sqlite3.connect(path)
+        con.executescript("DROP TABLE IF EXISTS suture_blobs;")
+        con.close()
+        os_path = tmp_path / "v1.db"
+        con = sqlite3.connect(os_path)
+        con.executescript(MIGRATIONS[1])
+        con.execute("INSERT INTO suture_meta VALUES ('schema_version', '1')")
+        con.execute("INSERT INTO suture_journal VALUES ('old', '', 's', '0', 0, 'fp', 'step', 'live', '41', 'json', 0, 0, 1)")
+        con.commit()
+        con.close()
+        url = f"sqlite:///{os_path}"
+    else:
+        import psycopg
+
+        from suture.store.postgres import MIGRATIONS
+
+        dsn, schema = any_store_url.split("?schema=")
+        schema_v1 = schema + "_v1"
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema_v1}"')
+            conn.execute(f'SET search_path TO "{schema_v1}"')
+            for statement in MIGRATIONS[1].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("INSERT INTO suture_meta VALUES ('schema_version', '1')")
+            conn.execute("INSERT INTO suture_journal VALUES ('old', '', 's', '0', 0, 'fp', 'step', 'live', "
+                         "'\\x003431', 'json', 0, 0, 1)")
+        url = f"{dsn}?schema={schema_v1}"
+    try:
+        store = get_store(url)
+        assert store._read("SELECT value FROM suture_meta WHERE key = 'schema_version'")[0][0] == "2"
+        assert store.load_journal("old")[("", "s", "0")][2] in ("41", b"41")
+    finally:
+        close_stores()
+        if not any_store_url.startswith("sqlite"):
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{schema_v1}" CASCADE')
