@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import serialization as ser
-from .errors import ConfigError, GiveUp, LeaseError, Preempted, SerializationError, StepFailed, Suspended, SutureError
+from .errors import ConfigError, GiveUp, LeaseError, Preempted, StepFailed, Suspended, SutureError
 from .calls import RunInfo
 from .runtime import DURABILITY, AttemptAborted, Frame, Run, Step, _active, _frame, _hooks, return_annotation
 from .store.base import owner_id
@@ -558,5 +558,3 @@ def wrap_agent(ag: Agent) -> Callable[..., Any]:
     wrapper.__suture_agent__ = ag
     return wrapper
 
-
-_ = (SerializationError,)

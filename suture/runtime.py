@@ -15,17 +15,14 @@ import time
 import typing
 import warnings
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from . import serialization as ser
 from .errors import (
     DivergenceError,
     FingerprintError,
-    GiveUp,
     NoRunContextError,
-    SerializationError,
-    StepFailed,
     SutureError,
 )
 from .fingerprint import digest, fingerprint_call
@@ -856,6 +853,3 @@ __all__ = [
     "step",
     "uuid",
 ]
-
-# keep names referenced for type checkers
-_ = (GiveUp, SerializationError, StepFailed, field)

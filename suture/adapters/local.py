@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, GiveUp, Preempted, SutureError, Suspended
+from ..errors import ConfigError, Preempted, SutureError, Suspended
 
 POLL_SECONDS = 0.02
 RLIMIT_FACTOR = 1.25
@@ -343,5 +343,3 @@ def run_isolated(agent: Any, args: tuple, kwargs: dict, run_id: str) -> Any:
                                                       f"{action.reason}")
             raise agent._give_up(h, failure, action, budget.history, None)
 
-
-_ = GiveUp

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..failures import Action, Failure, RecoveryPolicy, Resources, next_resources
+from ..failures import Action, Failure, RecoveryPolicy, next_resources
 from ..manager import hookimpl
 
 _TRANSIENT = {"rate_limit", "network", "timeout", "infrastructure"}
@@ -97,5 +97,3 @@ def suture_choose_action(failure: Failure, history: list[Failure], policy: Any) 
         return Action(kind="raise_to_agent", reason="generated code failed")
     return Action(kind="raise_to_agent", reason=f"{layer} failure: the agent's code decides")
 
-
-_ = Resources

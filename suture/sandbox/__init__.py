@@ -180,9 +180,6 @@ def run_with_repair(
     finished rounds instead of executing them again. ``setup`` runs before the code in each round
     (e.g. writing the input file). Returns every round, the last code and its execution.
     """
-    from ..manager import hook
-    from ..runtime import Step
-
     run_step = _ROUND_STEP
     repair_step = _REPAIR_STEP
     history: list[dict[str, Any]] = []
@@ -197,7 +194,6 @@ def run_with_repair(
             return RepairResult(ok=False, code=current, execution=ex, rounds=history)
         current = fixed
     raise AssertionError("unreachable")  # pragma: no cover
-    _ = (hook, Step)
 
 
 def _repair(code: str, execution: dict[str, Any], round_no: int) -> str | None:

@@ -291,5 +291,3 @@ def _warn_once() -> None:
 def open_local(**limits: Any) -> LocalSession:
     return LocalSession(**limits)
 
-
-_ = ExecutionError
