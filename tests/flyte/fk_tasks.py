@@ -60,3 +60,12 @@ async def supervisor(name: str) -> str:
                                                        requested=requested, name=name)
     count("requested " + " ".join(requested))
     return result
+
+
+@task(retries=3)
+@suture_flytekit.agent
+async def transient_async() -> str:
+    out = [model(f"a{i}") for i in range(3)]
+    if failures_left("transient_async"):
+        raise TimeoutError("the API timed out")
+    return ",".join(out)

@@ -106,3 +106,13 @@ def test_eager_supervisor_escalates_memory_and_replays(tmp_path, env, monkeypatc
     assert c["requested 256Mi 512Mi 1Gi"] == 1  # what with_overrides received, per try
     assert c["model prep sales"] == 1  # the step before the failure replayed on the later tries
     close_stores()
+
+
+def test_async_task_retried_replays_from_the_checkpoint(tmp_path, env):
+    env["TRANSIENT_ASYNC_FAILURES"] = "1"
+    code0, out0 = attempt(tmp_path, "transient_async", 0, None, env)
+    assert error_kind(out0) == "recoverable"
+    code1, out1 = attempt(tmp_path, "transient_async", 1, tmp_path / "exec-1-cp0", env)
+    assert error_kind(out1) is None and (out1 / "outputs.pb").exists()
+    c = counts(tmp_path)
+    assert all(c[f"model a{i}"] == 1 for i in range(3)), c
