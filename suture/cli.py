@@ -215,6 +215,18 @@ def cache_clear(ctx: click.Context, step: str | None, expired: bool, as_json: bo
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def gc(ctx: click.Context, as_json: bool) -> None:
+    """Delete stored large values that no journal or cache entry refers to any more."""
+    n = _store(ctx).gc()
+    if as_json:
+        _emit_json({"deleted_blobs": n})
+    else:
+        console.print(f"deleted {n} unreferenced blob{'' if n == 1 else 's'}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def plugins(as_json: bool) -> None:
     """List loaded plugins, where they come from and the hooks they implement."""
     from .manager import plugin_table

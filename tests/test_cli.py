@@ -65,5 +65,5 @@ def test_plugins_lists_builtins_and_honours_disable(child_env):
 
 def test_help_explains_itself(child_env):
     out = cli(child_env, "--help").stdout
-    for word in ("runs", "show", "cache", "plugins", "answer", "resume"):
+    for word in ("runs", "show", "cache", "plugins", "answer", "resume", "gc", "prefect"):
         assert word in out

@@ -189,6 +189,10 @@ class Store(abc.ABC):
     def cache_stats(self) -> dict[str, dict[str, float]]:
         """Per step: hits, misses, saved_seconds."""
 
+    @abc.abstractmethod
+    def gc(self) -> int:
+        """Delete large values no journal entry or cache entry refers to any more; return how many."""
+
     # ---- state -------------------------------------------------------------------------------
     @abc.abstractmethod
     def state_get(self, key: str) -> str | None: ...

@@ -489,6 +489,14 @@ class SqlStore(Store):
         rows = self._read("SELECT step, hits, misses, saved_seconds FROM suture_cache_stats ORDER BY step")
         return {r[0]: {"hits": r[1], "misses": r[2], "saved_seconds": r[3]} for r in rows}
 
+    def gc(self):
+        with self._tx("collecting unreferenced blobs"):
+            return self._exec(
+                "DELETE FROM suture_blobs WHERE digest NOT IN "
+                "(SELECT blob FROM suture_journal WHERE blob IS NOT NULL) AND digest NOT IN "
+                "(SELECT blob FROM suture_cache WHERE blob IS NOT NULL)"
+            ).rowcount
+
     # ---- state ------------------------------------------------------------------------------------
     def state_get(self, key):
         rows = self._read("SELECT value FROM suture_state WHERE key = ?", (key,))

@@ -296,3 +296,25 @@ def test_a_version_1_store_is_migrated(any_store_url, tmp_path):
         if not any_store_url.startswith("sqlite"):
             with psycopg.connect(dsn, autocommit=True) as conn:
                 conn.execute(f'DROP SCHEMA IF EXISTS "{schema_v1}" CASCADE')
+
+
+def test_gc_deletes_only_unreferenced_blobs(any_store):
+    @suture.step(cache=True, name="big_cached")
+    def big_cached(i: int) -> str:
+        return str(i) * (2 * 1024 * 1024)
+
+    @suture.step(name="big_journaled")
+    def big_journaled() -> str:
+        return "j" * (2 * 1024 * 1024)
+
+    @suture.agent(name="gc")
+    def agent() -> int:
+        return len(big_journaled())
+
+    big_cached(1)
+    agent.run(run_id="gc")
+    assert any_store._read("SELECT COUNT(*) FROM suture_blobs")[0][0] == 2
+    assert any_store.gc() == 0  # both referenced
+    any_store.cache_clear(step="big_cached")
+    assert any_store.gc() == 1  # the cache's blob is free; the journal's stays
+    assert agent.run(run_id="gc") == 2 * 1024 * 1024
