@@ -140,6 +140,16 @@ class Attempt:
         self.h.finish("succeeded", result=result, serializer=self.ag.serializer)
         return result
 
+    def interrupted(self, exc: BaseException) -> None:
+        """The attempt was stopped by a signal of the orchestrator (a suspension, a cancellation):
+        record it and release the lease; the run resumes on its next attempt."""
+        status = "suspended" if "pause" in type(exc).__name__.lower() else "interrupted"
+        try:
+            self.h.end_attempt(self.run, status)
+            self.h.finish(status, error=None)
+        except Exception:  # noqa: BLE001 - never hide the signal itself
+            pass
+
     # -- what an adapter refines ----------------------------------------------------------------
     def writer(self) -> Any:
         """A context manager around the attempt's code (e.g. writing the journal to a checkpoint)."""
@@ -204,6 +214,7 @@ def orchestrated(ag: Any, f: Callable[..., Any], begin: Callable[[tuple, dict], 
                     result = await attempt_async(attempt.run, f, args, kwargs)
             except BaseException as exc:
                 if not _settled_by_suture(exc):
+                    attempt.interrupted(exc)
                     raise
                 err = attempt.raise_for(exc)
                 await attempt.areport()
@@ -229,6 +240,7 @@ def orchestrated(ag: Any, f: Callable[..., Any], begin: Callable[[tuple, dict], 
                     result = attempt_sync(attempt.run, f, args, kwargs)
             except BaseException as exc:
                 if not _settled_by_suture(exc):
+                    attempt.interrupted(exc)
                     raise
                 err = attempt.raise_for(exc)
                 attempt.report()

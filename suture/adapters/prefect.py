@@ -154,9 +154,16 @@ def _run_id(ag: Any, run_key: Any, args: tuple, kwargs: dict) -> tuple[str, dict
     return str(flow_run.id), labels
 
 
-def _pause_for_answer(question: str, schema: Any, qid: str) -> Any:
+def _answer_through(wait: str) -> Any:
+    def ask(question: str, schema: Any, qid: str) -> Any:
+        return _pause_for_answer(question, schema, qid, suspend=(wait == "suspend"))
+
+    return ask
+
+
+def _pause_for_answer(question: str, schema: Any, qid: str, suspend: bool = False) -> Any:
     from prefect.context import TaskRunContext
-    from prefect.flow_runs import pause_flow_run
+    from prefect.flow_runs import pause_flow_run, suspend_flow_run
 
     if TaskRunContext.get() is not None:
         raise SutureError(
@@ -171,8 +178,13 @@ def _pause_for_answer(question: str, schema: Any, qid: str) -> Any:
         form = create_model(f"{schema.__name__}Answer", __base__=RunInput, __doc__=question, **fields)
     else:
         form = create_model("SutureAnswer", __base__=RunInput, __doc__=question, answer=(str, ...))
-    answer = pause_flow_run(wait_for_input=form.with_initial_data(description=question), timeout=7 * 24 * 3600,
-                            key=re.sub(r"[^a-z0-9-]", "-", qid.lower()))
+    key = re.sub(r"[^a-z0-9-]", "-", qid.lower())
+    if suspend:  # the process exits; answering reschedules the flow run, which replays to here
+        answer = suspend_flow_run(wait_for_input=form.with_initial_data(description=question),
+                                  timeout=7 * 24 * 3600, key=key)
+    else:  # the process waits
+        answer = pause_flow_run(wait_for_input=form.with_initial_data(description=question),
+                                timeout=7 * 24 * 3600, key=key)
     data = answer.model_dump(exclude={"metadata"}) if hasattr(answer, "model_dump") else answer
     if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
         return data["answer"]
@@ -214,13 +226,14 @@ def _stop_prefect_retries() -> None:
 class _Attempt(Attempt):
     """A Prefect attempt: the run id from the flow run, pauses for answers, the report as an artifact."""
 
-    def __init__(self, ag: Any, run_key: Any, publish: bool, args: tuple, kwargs: dict, as_tasks: bool = False) -> None:
+    def __init__(self, ag: Any, run_key: Any, publish: bool, args: tuple, kwargs: dict, as_tasks: bool = False,
+                 wait_for_answer: str = "pause") -> None:
         _ensure_plugin()
         run_id, labels = _run_id(ag, run_key, args, kwargs)
         self.publish = publish
         super().__init__(ag, run_id, adapter="prefect", labels=labels)
         if not self.done:
-            self.run.asker = _pause_for_answer
+            self.run.asker = _answer_through(wait_for_answer)
             if as_tasks:
                 self.run.live_call = _as_task
 
@@ -251,13 +264,17 @@ def agent(
     run_key: str | Callable[..., str] | None = None,
     as_tasks: bool = False,
     publish_report: bool = True,
+    wait_for_answer: str = "pause",
     **options: Any,
 ) -> Any:
     """Make a Prefect flow (or task) a suture run; goes *under* ``@flow`` / ``@task``.
 
     ``run_key``: a parameter name, a ``str.format`` template over the parameters, or a callable of
     them — flow runs with the same key share one journal. ``as_tasks=True``: each live step also
-    runs as a Prefect task run (visible in the UI; replayed steps are not re-run). Other options are those of
+    runs as a Prefect task run (visible in the UI; replayed steps are not re-run).
+    ``wait_for_answer``: how ``suture.ask`` waits — ``"pause"`` (the process waits; any flow) or
+    ``"suspend"`` (the process exits and the answer reschedules the flow run, which replays to the
+    question; deployed flows only, no compute held while a person thinks). Other options are those of
     :func:`suture.agent` (``durability``, ``strict``, ``max_attempts``, ``memory``, ``human``, ...).
     Outside a Prefect run the function behaves like a plain ``@suture.agent``.
     """
@@ -271,7 +288,7 @@ def agent(
 
             if FlowRunContext.get() is None and TaskRunContext.get() is None:
                 return None
-            return _Attempt(ag, run_key, publish_report, args, kwargs, as_tasks)
+            return _Attempt(ag, run_key, publish_report, args, kwargs, as_tasks, wait_for_answer)
 
         return orchestrated(ag, f, begin)
 

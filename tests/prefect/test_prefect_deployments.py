@@ -99,3 +99,37 @@ def test_escalation_job_variables_on_a_process_pool(prefect_env, store):
     with get_client(sync_client=True) as client:
         client.set_flow_run_state(newer.id, Crashed(message="the node was preempted (SIGTERM)"), force=True)
     assert escalate(str(newer.id), memory=["512Mi", "1Gi", "2Gi"]) is None
+
+
+def test_suspended_flow_run_answered_through_the_api_replays_and_continues(prefect_env, tmp_path, store):
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.flow_runs import resume_flow_run
+
+    log = tmp_path / "steps.log"
+    env = dict(prefect_env, STEP_LOG=str(log), PREFECT_RUNNER_POLL_FREQUENCY="1")
+    server = subprocess.Popen([sys.executable, str(FLOWS / "served.py")], env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with get_client(sync_client=True) as client:
+            wait_for(lambda: _named(client, "suspending-approval/served"), what="the served deployment")
+            fr = run_deployment("suspending-approval/served", parameters={"topic": "ads"}, timeout=0)
+            wait_for(lambda: client.read_flow_run(fr.id).state.name == "Suspended", what="the suspension")
+            assert store.get_run(str(fr.id)).status == "suspended"
+            resume_flow_run(fr.id, run_input={"approve": True, "amount": 300})
+            final = wait_for(lambda: (s := client.read_flow_run(fr.id).state).is_final() and s, timeout=120,
+                             what="the resumed run to finish")
+            assert final.is_completed(), final
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
+    assert log.read_text().split() == ["draft"]  # the step before the question ran once
+    attempts = store.list_attempts(str(fr.id))
+    assert [a.status for a in attempts] == ["suspended", "succeeded"]
+
+
+def _named(client, name):
+    try:
+        return client.read_deployment_by_name(name)
+    except Exception:  # noqa: BLE001 - not there yet
+        return None

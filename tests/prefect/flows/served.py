@@ -4,6 +4,7 @@ import os
 import time
 
 from prefect import flow
+from pydantic import BaseModel
 
 import suture
 from suture.adapters import prefect as sp
@@ -25,5 +26,27 @@ def served_research(n: int) -> int:
     return sum(work(i) for i in range(n))
 
 
+class Budget(BaseModel):
+    approve: bool
+    amount: int = 0
+
+
+@suture.step(name="draft")
+def draft(topic: str) -> str:
+    with open(os.environ["STEP_LOG"], "a") as fh:
+        fh.write("draft\n")
+    return f"plan for {topic}"
+
+
+@flow(name="suspending-approval", persist_result=True)
+@sp.agent(wait_for_answer="suspend")
+def suspending_approval(topic: str) -> dict:
+    plan = draft(topic)
+    answer = suture.ask(f"approve {plan}?", schema=Budget)
+    return {"plan": plan, "approve": answer.approve, "amount": answer.amount}
+
+
 if __name__ == "__main__":
-    served_research.serve(name="served")
+    from prefect import serve
+
+    serve(served_research.to_deployment(name="served"), suspending_approval.to_deployment(name="served"))
