@@ -88,9 +88,14 @@ def open(backend: str = "local", **limits: Any) -> Any:  # noqa: A001 - the inte
 
 
 async def aopen(backend: str = "local", **limits: Any) -> Any:
-    """:func:`open` for async code: returns an :class:`AsyncSession` wrapping the session."""
+    """:func:`open` for async code. ``"e2b"`` uses the SDK's native async client; other backends are
+    wrapped in an :class:`AsyncSession` whose calls run in a worker thread."""
     import asyncio
 
+    if backend == "e2b":
+        from .e2b import AsyncE2BSession
+
+        return await AsyncE2BSession.create(**limits)
     return AsyncSession(await asyncio.to_thread(open, backend, **limits))
 
 

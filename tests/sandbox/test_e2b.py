@@ -65,3 +65,15 @@ def test_real_e2b_cloud():
     with suture.sandbox.open("e2b") as box:
         assert box.run("x = 20").ok
         assert box.run("x + 22").result == "42"
+
+
+def test_native_async_client(fake):
+    import asyncio
+
+    async def main():
+        async with await suture.sandbox.aopen("e2b", debug=True) as box:
+            await box.run("x = 20")
+            return await box.run("x + 22")
+
+    ex = asyncio.run(main())
+    assert ex.result == "42" and ex.isolation.startswith("e2b")
