@@ -1,6 +1,8 @@
-"""Counting helpers shared by the Flyte test task modules (both SDKs)."""
+"""Counting helpers and steps shared by the Flyte test task modules (both SDKs)."""
 
 import os
+
+import suture
 
 
 def count(tag: str) -> None:
@@ -15,3 +17,17 @@ def failures_left(name: str) -> bool:
     n = int(open(path).read()) if os.path.exists(path) else 0
     open(path, "w").write(str(n + 1))
     return n < int(os.environ.get(name.upper() + "_FAILURES", "0"))
+
+
+@suture.step(name="model")
+def model(prompt: str) -> str:
+    """A scripted model: every call it would be paid for is counted."""
+    count(f"model {prompt}")
+    return prompt.upper()
+
+
+@suture.step(cache=True, version="1", name="lookup")
+def lookup(q: str) -> str:
+    """A cached tool."""
+    count(f"lookup {q}")
+    return q[::-1]

@@ -5,22 +5,10 @@ import os
 import flyte
 
 import suture
-from _counting import count, failures_left
+from _counting import count, failures_left, lookup, model
 from suture.adapters import flyte as suture_flyte
 
 env = flyte.TaskEnvironment(name="suture-tests")
-
-
-@suture.step(name="model")
-def model(prompt: str) -> str:
-    count(f"model {prompt}")
-    return prompt.upper()
-
-
-@suture.step(cache=True, version="1", name="lookup")
-def lookup(q: str) -> str:
-    count(f"lookup {q}")
-    return q[::-1]
 
 
 @env.task(retries=3, report=True)

@@ -4,21 +4,8 @@ Every model call and step execution is appended to $COUNT_FILE."""
 
 from flytekit import eager, task
 
-import suture
-from _counting import count, failures_left
+from _counting import count, failures_left, lookup, model
 from suture.adapters import flytekit as suture_flytekit
-
-
-@suture.step(name="model")
-def model(prompt: str) -> str:
-    count(f"model {prompt}")
-    return prompt.upper()
-
-
-@suture.step(cache=True, version="1", name="lookup")
-def lookup(q: str) -> str:
-    count(f"lookup {q}")
-    return q[::-1]
 
 
 @task(retries=3, enable_deck=True)

@@ -3,6 +3,7 @@ API resumes; a crashed-for-memory run is escalated through run_deployment on a p
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -12,6 +13,18 @@ from collections import Counter
 from pathlib import Path
 
 FLOWS = Path(__file__).parent / "flows"
+
+
+@contextlib.contextmanager
+def served(env):
+    """The test flows served by a Prefect runner process (polling every second), stopped afterwards."""
+    proc = subprocess.Popen([sys.executable, str(FLOWS / "served.py")], env=dict(env, PREFECT_RUNNER_POLL_FREQUENCY="1"),
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield proc
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
 
 
 def wait_for(predicate, timeout=90, every=0.3, what="condition"):
@@ -30,38 +43,24 @@ def test_served_flow_run_killed_then_retried_resumes(prefect_env, tmp_path, stor
     from prefect.states import Scheduled
 
     log = tmp_path / "steps.log"
-    env = dict(prefect_env, STEP_LOG=str(log), PREFECT_RUNNER_POLL_FREQUENCY="1")
-    server = subprocess.Popen([sys.executable, str(FLOWS / "served.py")], env=env, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        with get_client(sync_client=True) as client:
-            wait_for(lambda: _deployment(client), what="the served deployment")
-            fr = run_deployment("served-research/served", parameters={"n": 8}, timeout=0)
-            pid_file = Path(str(log) + ".pid")
-            wait_for(lambda: log.exists() and len(log.read_text().split()) >= 3, what="three completed steps")
-            os.kill(int(pid_file.read_text()), signal.SIGKILL)  # the flow-run process dies mid-run
-            wait_for(lambda: client.read_flow_run(fr.id).state.type.value in ("CRASHED", "FAILED"),
-                     what="the crash to be reported")
-            client.set_flow_run_state(fr.id, Scheduled(), force=True)  # retry through the API
-            final = wait_for(lambda: (s := client.read_flow_run(fr.id).state).is_final() and s, timeout=120,
-                             what="the retried run to finish")
-            assert final.is_completed(), final
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(30)
+    with served(dict(prefect_env, STEP_LOG=str(log))), get_client(sync_client=True) as client:
+        wait_for(lambda: _named(client, "served-research/served"), what="the served deployment")
+        fr = run_deployment("served-research/served", parameters={"n": 8}, timeout=0)
+        pid_file = Path(str(log) + ".pid")
+        wait_for(lambda: log.exists() and len(log.read_text().split()) >= 3, what="three completed steps")
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)  # the flow-run process dies mid-run
+        wait_for(lambda: client.read_flow_run(fr.id).state.type.value in ("CRASHED", "FAILED"),
+                 what="the crash to be reported")
+        client.set_flow_run_state(fr.id, Scheduled(), force=True)  # retry through the API
+        final = wait_for(lambda: (s := client.read_flow_run(fr.id).state).is_final() and s, timeout=120,
+                         what="the retried run to finish")
+        assert final.is_completed(), final
     counts = Counter(int(x) for x in log.read_text().split())
     assert set(counts) == set(range(8))
     assert sum(1 for c in counts.values() if c > 1) <= 1  # only the step in flight may have run twice
     assert store.get_run(str(fr.id)).status == "succeeded"
     attempts = store.list_attempts(str(fr.id))
     assert len(attempts) == 2 and attempts[1].stats["replayed"] >= 3
-
-
-def _deployment(client):
-    try:
-        return client.read_deployment_by_name("served-research/served")
-    except Exception:  # noqa: BLE001 - not there yet
-        return None
 
 
 def test_escalation_job_variables_on_a_process_pool(prefect_env, store):
@@ -107,22 +106,15 @@ def test_suspended_flow_run_answered_through_the_api_replays_and_continues(prefe
     from prefect.flow_runs import resume_flow_run
 
     log = tmp_path / "steps.log"
-    env = dict(prefect_env, STEP_LOG=str(log), PREFECT_RUNNER_POLL_FREQUENCY="1")
-    server = subprocess.Popen([sys.executable, str(FLOWS / "served.py")], env=env, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        with get_client(sync_client=True) as client:
-            wait_for(lambda: _named(client, "suspending-approval/served"), what="the served deployment")
-            fr = run_deployment("suspending-approval/served", parameters={"topic": "ads"}, timeout=0)
-            wait_for(lambda: client.read_flow_run(fr.id).state.name == "Suspended", what="the suspension")
-            assert store.get_run(str(fr.id)).status == "suspended"
-            resume_flow_run(fr.id, run_input={"approve": True, "amount": 300})
-            final = wait_for(lambda: (s := client.read_flow_run(fr.id).state).is_final() and s, timeout=120,
-                             what="the resumed run to finish")
-            assert final.is_completed(), final
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(30)
+    with served(dict(prefect_env, STEP_LOG=str(log))), get_client(sync_client=True) as client:
+        wait_for(lambda: _named(client, "suspending-approval/served"), what="the served deployment")
+        fr = run_deployment("suspending-approval/served", parameters={"topic": "ads"}, timeout=0)
+        wait_for(lambda: client.read_flow_run(fr.id).state.name == "Suspended", what="the suspension")
+        assert store.get_run(str(fr.id)).status == "suspended"
+        resume_flow_run(fr.id, run_input={"approve": True, "amount": 300})
+        final = wait_for(lambda: (s := client.read_flow_run(fr.id).state).is_final() and s, timeout=120,
+                         what="the resumed run to finish")
+        assert final.is_completed(), final
     assert log.read_text().split() == ["draft"]  # the step before the question ran once
     attempts = store.list_attempts(str(fr.id))
     assert [a.status for a in attempts] == ["suspended", "succeeded"]
