@@ -471,12 +471,14 @@ def agent(
 
     namespace = sys._getframe(1).f_locals  # the decorating scope, for local return types
 
+    options = dict(
+        name=name, durability=durability, strict=strict, max_attempts=max_attempts, memory=memory,
+        memory_ceiling=memory_ceiling, timeout=timeout, isolate=isolate, human=human, cpu=cpu, gpu=gpu,
+        serializer=serializer, lease_ttl=lease_ttl, wait=wait,
+    )
+
     def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
-        return wrap_agent(build_agent(
-            f, namespace=namespace, name=name, durability=durability, strict=strict, max_attempts=max_attempts, memory=memory,
-            memory_ceiling=memory_ceiling, timeout=timeout, isolate=isolate, human=human, cpu=cpu, gpu=gpu,
-            serializer=serializer, lease_ttl=lease_ttl, wait=wait,
-        ))
+        return wrap_agent(build_agent(f, namespace=namespace, **options))
 
     if fn is not None:
         if not callable(fn):
@@ -485,42 +487,30 @@ def agent(
     return decorate
 
 
-def build_agent(
-    f: Callable[..., Any],
-    *,
-    namespace: dict[str, Any] | None = None,
-    name: str | None = None,
-    durability: str | None = None,
-    strict: bool = False,
-    max_attempts: int = 3,
-    memory: list[str] | str | None = None,
-    memory_ceiling: str | None = None,
-    timeout: float | None = None,
-    isolate: bool = False,
-    human: bool = False,
-    cpu: Any = None,
-    gpu: list[int] | int | None = None,
-    serializer: Any = None,
-    lease_ttl: float | None = None,
-    wait: float = 0.0,
-) -> Agent:
+def build_agent(f: Callable[..., Any], *, namespace: dict[str, Any] | None = None, **options: Any) -> Agent:
     """Validate the options of :func:`agent` and build the :class:`Agent` (adapters use this)."""
-    mode = durability or os.environ.get("SUTURE_DURABILITY", "sync")
+    import dataclasses
+
+    known = {fld.name for fld in dataclasses.fields(AgentOptions)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(f"unknown agent option(s) {', '.join(unknown)}; the options are: {', '.join(sorted(known))}")
+    mode = options.get("durability") or os.environ.get("SUTURE_DURABILITY", "sync")
     if mode not in DURABILITY:
         raise ConfigError(f"durability={mode!r}: choose one of {', '.join(DURABILITY)}")
+    memory, gpu = options.get("memory"), options.get("gpu")
     ladder = [memory] if isinstance(memory, str) else list(memory or [])
     if ladder:
         from .failures import parse_memory
 
         for rung in ladder:
             parse_memory(rung)  # a clear error now rather than at the first OOM
-    gpus = [gpu] if isinstance(gpu, int) else list(gpu or [])
-    options = AgentOptions(
-        name=name or f.__qualname__, durability=mode, strict=strict, max_attempts=max_attempts,
-        memory=ladder, memory_ceiling=memory_ceiling, timeout=timeout, isolate=isolate, human=human,
-        cpu=cpu, gpu=gpus, serializer=serializer, lease_ttl=lease_ttl or LEASE_TTL, wait=wait,
+    settings = {k: v for k, v in options.items() if v is not None}
+    settings.update(
+        name=options.get("name") or f.__qualname__, durability=mode, memory=ladder,
+        gpu=[gpu] if isinstance(gpu, int) else list(gpu or []), lease_ttl=options.get("lease_ttl") or LEASE_TTL,
     )
-    return Agent(f, options, namespace)
+    return Agent(f, AgentOptions(**settings), namespace)
 
 
 def wrap_agent(ag: Agent) -> Callable[..., Any]:
