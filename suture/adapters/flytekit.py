@@ -7,9 +7,10 @@
     @suture_flytekit.agent                   # or agent(run_key="df_uri", max_attempts=5)
     def crunch(df_uri: str) -> str: ...
 
-- **Run id** = ``project/domain/execution/task`` from the execution (``FLYTE_INTERNAL_EXECUTION_*``),
-  the same for every attempt of the task; ``run_key=`` (a parameter name, a template or a callable)
-  for a task that runs several times in one execution, or to share a journal across executions.
+- **Run id** = ``project/domain/execution/task/<inputs fingerprint>`` from the execution
+  (``FLYTE_INTERNAL_EXECUTION_*``): the same for every attempt of a node, different for two nodes of
+  the task with different inputs; ``run_key=`` (a parameter name, a template or a callable) to choose
+  it yourself, e.g. to share a journal across executions.
   A local run (no execution id) gets a fresh id.
 - **Journal across attempts**: on a cluster each attempt receives the previous attempt's checkpoint
   (``current_context().checkpoint``, under the task's raw-output prefix). The adapter restores it
@@ -46,7 +47,16 @@ def _run_id(ag: Any, run_key: Any, args: tuple, kwargs: dict) -> str:
     name = getattr(eid, "name", "") or os.environ.get("FLYTE_INTERNAL_EXECUTION_ID", "")
     if not name or name == "local":
         return new_run_id(ag.name)  # a local run: nothing to resume across executions
-    return f"{eid.project}/{eid.domain}/{name}/{ag.name}"
+    # flytekit exposes no node id to the task: the inputs' fingerprint tells apart two nodes of the
+    # same task in one execution (their retries have the same inputs, so they keep one run id)
+    from ..errors import FingerprintError
+    from ..fingerprint import fingerprint_call
+
+    try:
+        inputs = fingerprint_call(args, kwargs)[:12]
+    except FingerprintError:
+        inputs = "-"
+    return f"{eid.project}/{eid.domain}/{name}/{ag.name}/{inputs}"
 
 
 class _FlytekitAttempt(Attempt):

@@ -56,3 +56,9 @@ async def transient_async() -> str:
     if failures_left("transient_async"):
         raise TimeoutError("the API timed out")
     return ",".join(out)
+
+
+@task
+@suture_flytekit.agent
+def per_topic(topic: str) -> str:
+    return model(f"about {topic}")

@@ -21,12 +21,18 @@ def counts(tmp_path) -> Counter:
     return Counter(path.read_text().splitlines()) if path.exists() else Counter()
 
 
-def attempt(tmp_path, task_name: str, n: int, prev: Path | None, env: dict, execution: str = "exec-1") -> tuple[int, Path]:
+def attempt(tmp_path, task_name: str, n: int, prev: Path | None, env: dict, execution: str = "exec-1",
+            str_inputs: dict[str, str] | None = None) -> tuple[int, Path]:
+    from flytekit.core.context_manager import FlyteContextManager
+    from flytekit.core.type_engine import TypeEngine
     from flytekit.models.literals import LiteralMap
 
-    inputs = tmp_path / "inputs.pb"
-    inputs.write_bytes(LiteralMap({}).to_flyte_idl().SerializeToString())
-    out, cp = tmp_path / f"{execution}-out{n}", tmp_path / f"{execution}-cp{n}"
+    ctx = FlyteContextManager.current_context()
+    literals = {k: TypeEngine.to_literal(ctx, v, str, TypeEngine.to_literal_type(str)) for k, v in (str_inputs or {}).items()}
+    tag = "-".join(f"{k}{v}" for k, v in (str_inputs or {}).items())
+    inputs = tmp_path / f"inputs{tag}.pb"
+    inputs.write_bytes(LiteralMap(literals).to_flyte_idl().SerializeToString())
+    out, cp = tmp_path / f"{execution}{tag}-out{n}", tmp_path / f"{execution}{tag}-cp{n}"
     out.mkdir(exist_ok=True)
     cp.mkdir(exist_ok=True)
     # flytekit's container entrypoint (the `pyflyte-execute` console script), run with this interpreter
@@ -116,3 +122,20 @@ def test_async_task_retried_replays_from_the_checkpoint(tmp_path, env):
     assert error_kind(out1) is None and (out1 / "outputs.pb").exists()
     c = counts(tmp_path)
     assert all(c[f"model a{i}"] == 1 for i in range(3)), c
+
+
+def test_two_nodes_of_one_task_keep_separate_journals(tmp_path, env, monkeypatch):
+    env["SHARED_STORE"] = f"sqlite:///{tmp_path}/shared.db"
+    for topic in ("ads", "churn", "ads"):
+        code, out = attempt(tmp_path, "per_topic", 0, None, env, str_inputs={"topic": topic})
+        assert code == 0 and error_kind(out) is None
+    from suture.config import close_stores, get_store
+
+    monkeypatch.setenv("SUTURE_STORE_URL", env["SHARED_STORE"])
+    close_stores()
+    try:
+        runs = get_store().list_runs()
+        assert len(runs) == 2 and all(r.run_id.startswith("proj/dev/exec-1/per_topic/") for r in runs)
+        assert counts(tmp_path)["model about ads"] == 1  # the same node's inputs again: its run replays
+    finally:
+        close_stores()
