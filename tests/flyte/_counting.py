@@ -11,12 +11,23 @@ def count(tag: str) -> None:
         fh.write(tag + "\n")
 
 
-def failures_left(name: str) -> bool:
-    """Fail the first N calls (N from ``<NAME>_FAILURES``), counted in a file: deterministic across attempts."""
+def _next_call(name: str) -> int:
     path = os.environ["COUNT_FILE"] + "." + name
     n = int(open(path).read()) if os.path.exists(path) else 0
     open(path, "w").write(str(n + 1))
-    return n < int(os.environ.get(name.upper() + "_FAILURES", "0"))
+    return n
+
+
+def failures_left(name: str) -> bool:
+    """Fail the first N calls (N from ``<NAME>_FAILURES``), counted in a file: deterministic across attempts."""
+    return _next_call(name) < int(os.environ.get(name.upper() + "_FAILURES", "0"))
+
+
+def scripted(name: str) -> str:
+    """What the n-th call of ``name`` does, from ``<NAME>_SCRIPT`` (comma-separated; "ok" past its end)."""
+    script = [s for s in os.environ.get(name.upper() + "_SCRIPT", "").split(",") if s]
+    n = _next_call(name)
+    return script[n] if n < len(script) else "ok"
 
 
 @suture.step(name="model")

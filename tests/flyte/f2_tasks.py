@@ -3,6 +3,7 @@
 import os
 
 import flyte
+from pydantic import BaseModel
 
 import suture
 from _counting import count, failures_left, lookup, model
@@ -34,7 +35,7 @@ def cached(qs: list[str]) -> list[str]:
 
 
 @env.task
-@suture_flyte.agent(run_key="oom-{name}")
+@suture_flyte.agent
 def hungry(name: str) -> str:
     prep = model("prep " + name)
     if failures_left("hungry"):
@@ -61,7 +62,16 @@ def pod_lost(n: int) -> list[str]:
     return out
 
 
-@env.task
+class Decision(BaseModel):
+    ship: bool
+    reason: str
+
+
+@env.task(retries=1)
 @suture_flyte.agent
-def asks() -> str:
-    return suture.ask("ship it?")
+async def asks(release: str) -> str:
+    notes = model(f"notes for {release}")
+    decision = suture.ask(f"ship {release}? {notes}", schema=Decision)
+    if failures_left("asks"):
+        raise ConnectionError("the release API dropped the connection")  # the retry replays the answer
+    return f"{release}: {'shipping' if decision.ship else 'held'} ({decision.reason})"

@@ -1,10 +1,13 @@
 """flytekit tasks for the tests, run through pyflyte-execute the way a Flyte cluster runs them.
 Every model call and step execution is appended to $COUNT_FILE."""
 
+import os
+import signal
 
 from flytekit import eager, task
 
-from _counting import count, failures_left, lookup, model
+import suture
+from _counting import count, failures_left, lookup, model, scripted
 from suture.adapters import flytekit as suture_flytekit
 
 
@@ -32,11 +35,14 @@ def cached() -> str:
 
 
 @task
-@suture_flytekit.agent(run_key="fk-oom-{name}")
+@suture_flytekit.agent
 def hungry(name: str) -> str:
     prep = model("prep " + name)
-    if failures_left("hungry"):
+    what = scripted("hungry")
+    if what == "oom":
         raise MemoryError("the join needs more memory")
+    if what == "preempt":
+        raise suture.Preempted("the spot node was reclaimed")
     return prep + " joined"
 
 
@@ -62,3 +68,21 @@ async def transient_async() -> str:
 @suture_flytekit.agent
 def per_topic(topic: str) -> str:
     return model(f"about {topic}")
+
+
+@suture.step(name="killer")
+def killer(prompt: str) -> str:
+    count(f"killer {prompt}")
+    if os.environ.get("FLYTE_ATTEMPT_NUMBER") == "1":
+        os.kill(os.getpid(), signal.SIGKILL)  # OOMKilled mid-step: nothing runs after this
+    return prompt
+
+
+@task(retries=3)
+@suture_flytekit.agent
+def dies_hard() -> str:
+    out = [model(f"k{i}") for i in range(3)]
+    if os.environ.get("FLYTE_ATTEMPT_NUMBER") == "0":
+        raise ConnectionError("reset by peer")
+    out.append(killer("k3"))
+    return ",".join(out)

@@ -65,11 +65,23 @@ def test_cache_shared_by_two_executions(f2, tmp_path):
 def test_oom_escalation_ladder_replays_earlier_steps(f2, tmp_path, monkeypatch, store):
     import flyte
 
+    received: list[str] = []
+    real = type(f2.hungry).override
+
+    def spy(self, *args, **kwargs):
+        received.append(kwargs["resources"].memory)
+        out = real(self, *args, **kwargs)
+        assert out.resources.memory == kwargs["resources"].memory  # the task that runs carries it
+        return out
+
+    monkeypatch.setattr(type(f2.hungry), "override", spy)
     monkeypatch.setenv("HUNGRY_FAILURES", "2")
     out = outputs(flyte.run(f2.supervisor, "report"))
     assert out == {"result": "PREP REPORT analysed", "requested": ["256Mi", "512Mi", "1Gi"]}
+    assert received == ["256Mi", "512Mi", "1Gi"]  # what task.override(resources=) received per try
     assert counts(tmp_path)["model prep report"] == 1  # the step before the OOM replayed twice
-    attempts = store.list_attempts("oom-report")
+    (run,) = [r for r in store.list_runs() if r.agent == "hungry"]  # three actions, one suture run
+    attempts = store.list_attempts(run.run_id)
     assert [a.failure["layer"] if a.failure else None for a in attempts] == ["memory", "memory", None]
 
 
@@ -100,10 +112,38 @@ def test_journal_travels_in_the_checkpoint_to_a_fresh_pod(f2, tmp_path, monkeypa
     runs = get_store(fresh).list_runs()
     assert runs and runs[0].status == "succeeded"
     assert {e.name for e in get_store(fresh).list_entries(runs[0].run_id)} == {"model"}
+    # the first attempt's failure came along in the checkpoint: history, budget and report span pods
+    attempts = get_store(fresh).list_attempts(runs[0].run_id)
+    assert [a.failure["layer"] if a.failure else None for a in attempts] == ["network", None]
 
 
-def test_ask_in_local_mode_says_conditions_need_the_backend(f2):
-    import flyte
+ASK = """
+import flyte, f2_tasks
+flyte.init()
+print("RESULT", flyte.run(f2_tasks.asks, "v2").outputs()[0])
+"""
 
-    with pytest.raises(Exception, match="needs the Flyte backend"):
-        flyte.run(f2.asks)
+
+def test_ask_waits_on_a_flyte_condition_validates_and_replays_the_answer(tmp_path, store_url):
+    """Local mode: Flyte prompts for the condition on the console. The first answer does not
+    validate and is asked again; the retry after a transient failure replays the answer."""
+    import os
+    import subprocess
+    import sys
+
+    here = Path(__file__).parent
+    env = dict(os.environ, COUNT_FILE=str(tmp_path / "counts"), FLYTE_LOCAL_CACHE_ENABLED="false",
+               SUTURE_STORE_URL=store_url, ASKS_FAILURES="1", COLUMNS="200",
+               PYTHONPATH=os.pathsep.join([str(here), str(here.parents[1]), os.environ.get("PYTHONPATH", "")]))
+    answers = '{"ship": "maybe"}\n{"ship": true, "reason": "all green"}\n'
+    proc = subprocess.run([sys.executable, "-c", ASK], input=answers, env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert "RESULT v2: shipping (all green)" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "previous answer was rejected" in proc.stdout  # asked again, saying why
+    assert counts(tmp_path)["model notes for v2"] == 1
+    from suture.config import get_store
+
+    (run,) = get_store(store_url).list_runs()
+    assert run.status == "succeeded" and run.attempts == 2
+    asks = [e for e in get_store(store_url).list_entries(run.run_id) if e.name == "suture.ask"]
+    assert len(asks) == 1  # asked once; the second attempt replayed the answer

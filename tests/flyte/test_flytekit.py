@@ -78,13 +78,16 @@ def test_transient_failure_retried_on_a_new_pod_replays_from_the_checkpoint(tmp_
     c = counts(tmp_path)
     assert all(c[f"model q{i}"] == 1 for i in range(4)), c  # zero repeated model calls
     deck = list(out1.rglob("deck.html"))
-    assert deck and "suture" in deck[0].read_text()
+    html = deck[0].read_text() if deck else ""
+    # the Deck of attempt 1, on a new pod, shows attempt 0's failure too (carried in the checkpoint)
+    assert "suture" in html and "network/connection" in html and "succeeded" in html
 
 
 def test_non_recoverable_failure_stops_retries(tmp_path, env):
     code, out = attempt(tmp_path, "broken", 0, None, env)
     assert error_kind(out) == "non-recoverable"
-    assert "gave up" in (out / "error.pb").read_bytes().decode("utf-8", "replace")
+    text = (out / "error.pb").read_bytes().decode("utf-8", "replace")
+    assert "gave up" in text and "[code/KeyError]" in text  # the dossier travels in the message
 
 
 def test_cache_shared_by_two_executions(tmp_path, env):
@@ -95,23 +98,95 @@ def test_cache_shared_by_two_executions(tmp_path, env):
     assert c["lookup ab"] == 1 and c["lookup cd"] == 1
 
 
-def test_eager_supervisor_escalates_memory_and_replays(tmp_path, env, monkeypatch):
+@pytest.fixture()
+def in_process(tmp_path, env, monkeypatch):
+    """flytekit's local eager mode in this process, on its own store; with_overrides spied on."""
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     monkeypatch.setenv("SUTURE_STORE_URL", f"sqlite:///{tmp_path}/eager.db")
-    monkeypatch.setenv("HUNGRY_FAILURES", "2")
-    sys.path.insert(0, str(HERE))
+    monkeypatch.syspath_prepend(str(HERE))
+    from flytekit.core.node import Node
+
     from suture.config import close_stores
 
+    received: list[tuple[str, str]] = []
+    real = Node.with_overrides
+
+    def spy(self, *args, **kwargs):
+        received.append((kwargs["requests"].mem, kwargs["limits"].mem))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Node, "with_overrides", spy)
     close_stores()
     import fk_tasks
 
-    result = asyncio.run(fk_tasks.supervisor(name="sales"))
-    assert result == "PREP SALES joined"
-    c = counts(tmp_path)
-    assert c["requested 256Mi 512Mi 1Gi"] == 1  # what with_overrides received, per try
-    assert c["model prep sales"] == 1  # the step before the failure replayed on the later tries
+    yield fk_tasks, received
     close_stores()
+
+
+def test_eager_supervisor_escalates_memory_and_replays(tmp_path, in_process, monkeypatch):
+    fk_tasks, received = in_process
+    monkeypatch.setenv("HUNGRY_SCRIPT", "oom,oom")
+    assert asyncio.run(fk_tasks.supervisor(name="sales")) == "PREP SALES joined"
+    assert received == [("256Mi", "256Mi"), ("512Mi", "512Mi"), ("1Gi", "1Gi")]  # what with_overrides got
+    c = counts(tmp_path)
+    assert c["requested 256Mi 512Mi 1Gi"] == 1
+    assert c["model prep sales"] == 1  # the step before the failure replayed on the later tries
+    from suture.config import get_store
+
+    (run,) = get_store().list_runs()
+    attempts = get_store().list_attempts(run.run_id)
+    assert [a.failure["layer"] if a.failure else None for a in attempts] == ["memory", "memory", None]
+    assert run.status == "succeeded"
+
+
+def test_eager_supervisor_does_not_escalate_on_preemption(tmp_path, in_process, monkeypatch):
+    fk_tasks, received = in_process
+    monkeypatch.setenv("HUNGRY_SCRIPT", "preempt,oom,preempt")
+    assert asyncio.run(fk_tasks.supervisor(name="ads")) == "PREP ADS joined"
+    assert [r for r, _ in received] == ["256Mi", "256Mi", "512Mi", "512Mi"]  # a preemption keeps the rung
+    assert counts(tmp_path)["model prep ads"] == 1
+
+
+def test_escalation_overrides_reach_the_registered_workflow(in_process):
+    """What a cluster receives: the node's resource overrides in the serialized workflow."""
+    from collections import OrderedDict
+
+    from flytekit.configuration import ImageConfig, SerializationSettings
+    from flytekit.tools.translator import get_serializable
+
+    from suture.adapters.flytekit import with_memory
+
+    fk_tasks, _ = in_process
+    settings = SerializationSettings(image_config=ImageConfig.auto_default_image(), version="v1",
+                                     project="proj", domain="dev")
+    for rung in ("256Mi", "1Gi"):
+        spec = get_serializable(OrderedDict(), settings, with_memory(fk_tasks.hungry, rung))
+        res = spec.template.nodes[0].task_node.overrides.resources
+        assert [(r.name, r.value) for r in res.requests] == [(3, rung)]  # 3 = MEMORY
+        assert [(r.name, r.value) for r in res.limits] == [(3, rung)]
+
+
+def test_memory_failure_stops_retries_and_is_marked_for_the_supervisor(tmp_path, env):
+    env["HUNGRY_SCRIPT"] = "oom"
+    _, out = attempt(tmp_path, "hungry", 0, None, env, str_inputs={"name": "x"})
+    assert error_kind(out) == "non-recoverable"  # the same pod size would fail again
+    text = (out / "error.pb").read_bytes().decode("utf-8", "replace")
+    assert "suture-memory-failure" in text and "[memory/" in text
+
+
+def test_journal_survives_an_attempt_killed_before_its_first_write(tmp_path, env):
+    """Flyte hands an attempt only the previous attempt's checkpoint: a pod OOMKilled before it
+    wrote anything must still pass the journal on (it is carried forward at attempt start)."""
+    code0, out0 = attempt(tmp_path, "dies_hard", 0, None, env)
+    assert error_kind(out0) == "recoverable"
+    code1, _ = attempt(tmp_path, "dies_hard", 1, tmp_path / "exec-1-cp0", env)
+    assert code1 == -9  # SIGKILL mid-step
+    code2, out2 = attempt(tmp_path, "dies_hard", 2, tmp_path / "exec-1-cp1", env)
+    assert code2 == 0 and error_kind(out2) is None
+    c = counts(tmp_path)
+    assert [c[f"model k{i}"] for i in range(3)] == [1, 1, 1]
+    assert c["killer k3"] == 2  # the step in flight when the pod died runs again: at-least-once
 
 
 def test_async_task_retried_replays_from_the_checkpoint(tmp_path, env):
