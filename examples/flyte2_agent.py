@@ -2,6 +2,9 @@
 
     python examples/flyte2_agent.py
 
+A scripted model on 127.0.0.1 (spoken to through the real ``openai`` client) stands in for the
+provider and counts the calls it is paid for.
+
 The research task fails twice on a transient error; Flyte retries it and suture replays every
 completed model call from the journal (kept in the store and in flyte.Checkpoint). A supervisor
 task then escalates a memory-hungry task along 256Mi → 512Mi → 1Gi with task.override(resources=...).
@@ -20,16 +23,20 @@ import flyte  # noqa: E402
 
 import suture  # noqa: E402
 from suture.adapters import flyte as suture_flyte  # noqa: E402
+from suture.testing import ScriptedModel  # noqa: E402
 
 env = flyte.TaskEnvironment(name="suture-example")
-paid: list[str] = []
 state = {"flaky": 2, "hungry": 2}
+MODEL = ScriptedModel(default="finding about {prompt}")
 
 
 @suture.step
 def ask_model(prompt: str) -> str:
-    paid.append(prompt)  # a scripted model: every call we would pay for is counted
-    return f"finding about {prompt}"
+    from openai import OpenAI
+
+    client = OpenAI(base_url=MODEL.base_url, api_key="scripted", max_retries=0)
+    reply = client.chat.completions.create(model="m", messages=[{"role": "user", "content": prompt}])
+    return reply.choices[0].message.content or ""
 
 
 @env.task(retries=3, report=True)
@@ -43,7 +50,7 @@ def research(topic: str) -> list[str]:
 
 
 @env.task
-@suture_flyte.agent(run_key="join-{name}")
+@suture_flyte.agent
 def join_tables(name: str) -> str:
     plan = ask_model(f"plan the join of {name}")
     if state["hungry"]:
@@ -62,11 +69,13 @@ async def supervisor(name: str) -> dict:
 
 def main() -> int:
     flyte.init()
-    notes = flyte.run(research, "churn").outputs()
-    print(f"research: {len(notes[0])} notes; model calls paid: {len(paid)} over 3 attempts (5 distinct)")
-    paid.clear()
-    out = flyte.run(supervisor, "sales").outputs()[0]
-    print(f"escalation: {out['memory_requested']} -> {out['result']!r}; model calls paid: {len(paid)}")
+    with MODEL:
+        notes = flyte.run(research, "churn").outputs()
+        print(f"research: {len(notes[0])} notes; model calls paid: {MODEL.calls} over 3 attempts (5 distinct)")
+        before = MODEL.calls
+        out = flyte.run(supervisor, "sales").outputs()[0]
+        print(f"escalation: {out['memory_requested']} -> {out['result']!r}; "
+              f"model calls paid: {MODEL.calls - before} over 3 tries")
     return 0
 
 
