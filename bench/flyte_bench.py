@@ -122,7 +122,8 @@ def main() -> int:
         ("flytekit: plain function call", f"{fk_p * 1e6:.2f} µs", f"suture adds {(fk_s - fk_p) * 1e6:.0f} µs", ""),
     ]
     print_table("suture on Flyte", ("measure", "value", "vs", "target"), rows)
-    write_results("flyte", {"flyte2_suture_step_us": s2 * 1e6, "flyte2_suture_step_checkpoint_every_step_us": s2_cp * 1e6,
+    write_results("flyte", {"flyte2_suture_step_us": s2 * 1e6,
+                            "flyte2_suture_step_checkpoint_every_step_us": s2_cp * 1e6,
                             "flyte2_trace_us": tr * 1e6,
                             "flyte2_child_task_us": ch * 1e6, "flytekit_suture_step_us": fk_s * 1e6,
                             "flytekit_plain_us": fk_p * 1e6, "steps": n})

@@ -28,7 +28,8 @@ def attempt(tmp_path, task_name: str, n: int, prev: Path | None, env: dict, exec
     from flytekit.models.literals import LiteralMap
 
     ctx = FlyteContextManager.current_context()
-    literals = {k: TypeEngine.to_literal(ctx, v, str, TypeEngine.to_literal_type(str)) for k, v in (str_inputs or {}).items()}
+    literals = {k: TypeEngine.to_literal(ctx, v, str, TypeEngine.to_literal_type(str))
+                for k, v in (str_inputs or {}).items()}
     tag = "-".join(f"{k}{v}" for k, v in (str_inputs or {}).items())
     inputs = tmp_path / f"inputs{tag}.pb"
     inputs.write_bytes(LiteralMap(literals).to_flyte_idl().SerializeToString())
