@@ -1,16 +1,14 @@
-"""Pieces the orchestrator adapters share: run keys, and the journal carried in a checkpoint."""
+"""Pieces the orchestrator adapters share: run keys and orchestrator-owned attempts.
+
+The journal carried in a checkpoint lives in :mod:`suture.adapters._checkpoint`.
+"""
 
 from __future__ import annotations
 
-import base64
 import inspect
-import json
-import threading
-import time
 from typing import Any, Callable
 
 from ..errors import ConfigError
-from ..manager import hookimpl, register, unregister
 
 
 def resolve_key(run_key: Any, fn: Callable[..., Any], name: str, args: tuple, kwargs: dict) -> str:
@@ -26,81 +24,6 @@ def resolve_key(run_key: Any, fn: Callable[..., Any], name: str, args: tuple, kw
         return run_key.format(**values)
     except (KeyError, IndexError) as exc:
         raise ConfigError(f"run_key={run_key!r} names no parameter of {name}: {exc}") from None
-
-
-# ------------------------------------------------------------------------------------------------
-# the journal in a checkpoint
-# ------------------------------------------------------------------------------------------------
-
-FORMAT = "suture-journal-v1"
-
-
-def export_journal(store: Any, run_id: str) -> bytes:
-    """The run's journal as a self-contained JSON document (what a checkpoint carries)."""
-    rows = []
-    for (path, name, idx), rec in store.load_journal(run_id).items():
-        seq, fp, output, serializer, kind, source, duration = rec
-        binary = isinstance(output, bytes)
-        rows.append([path, name, idx, seq, fp, kind, source,
-                     base64.b64encode(output).decode() if binary else output, binary, serializer, duration])
-    return json.dumps({"format": FORMAT, "run_id": run_id, "entries": rows}).encode()
-
-
-def import_journal(store: Any, run_id: str, token: int, data: bytes | None) -> int:
-    """Add the entries of a checkpoint that the store does not have yet; return how many."""
-    if not data:
-        return 0
-    try:
-        doc = json.loads(data)
-    except ValueError:
-        return 0  # not ours (a user's own checkpoint payload): leave it alone
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        return 0
-    have = store.load_journal(run_id)
-    now = time.time()
-    rows = []
-    for path, name, idx, seq, fp, kind, source, output, binary, serializer, duration in doc["entries"]:
-        if (path, name, idx) in have:
-            continue
-        value = base64.b64decode(output) if binary else output
-        rows.append((path, name, idx, seq, fp, kind, source, value, serializer, now, duration, 0))
-    if rows:
-        rows.sort(key=lambda r: r[3])
-        store.write(run_id, token, rows)
-    return len(rows)
-
-
-class CheckpointWriter:
-    """Writes a run's journal to its checkpoint after live steps, at most every ``interval`` seconds,
-    and once more when the attempt ends. Between two writes a pod that dies loses at most the
-    interval's steps *from the checkpoint* (the shared store, when configured, has every step)."""
-
-    def __init__(self, run_id: str, store: Any, save: Callable[[bytes], None], interval: float = 1.0) -> None:
-        self.run_id, self.store, self.save, self.interval = run_id, store, save, interval
-        self.last = 0.0
-        self.lock = threading.Lock()
-
-    @hookimpl
-    def suture_step_end(self, run: Any, call: Any, source: str, duration: float) -> None:
-        if run.run_id == self.run_id and source != "replay" and time.monotonic() - self.last >= self.interval:
-            self.flush()
-
-    def flush(self) -> None:
-        with self.lock:
-            self.save(export_journal(self.store, self.run_id))
-            self.last = time.monotonic()
-
-    def __enter__(self) -> "CheckpointWriter":
-        register(self)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        unregister(self)
-        try:
-            self.flush()
-        except Exception:  # noqa: BLE001 - a failed final save must not hide the attempt's own error
-            if exc[0] is None:
-                raise
 
 
 # ------------------------------------------------------------------------------------------------
