@@ -17,6 +17,7 @@ import tempfile
 os.environ.setdefault("SUTURE_HOME", os.path.join(tempfile.gettempdir(), "suture-prefect-example"))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")  # the ephemeral server's shutdown noise
 
 from prefect import flow  # noqa: E402
 
@@ -56,14 +57,20 @@ def nightly_research(topic: str) -> str:
 
 
 def main() -> int:
+    from suture.config import get_store
+    from suture.report import build_report
+
     MODEL.start()
     try:
-        answer = nightly_research("why did churn rise?")
+        state = nightly_research("why did churn rise?", return_state=True)
     finally:
         MODEL.stop()
-    print(f"answer: {answer[:80]}...")
-    print(f"model calls paid: {MODEL.calls} (7 distinct; 3 Prefect attempts; every completed call replayed)")
-    print("the suture report is the flow run's artifact 'suture-<flow run id>'; also: suture runs / suture show")
+    answer = state.result()
+    run_id = str(state.state_details.flow_run_id)  # the suture run id is the flow-run id
+    print(f"\nanswer: {answer[:80]}...")
+    print(f"model calls paid: {MODEL.calls} (7 distinct; 3 Prefect attempts; every completed call replayed)\n")
+    print(build_report(get_store(), run_id).to_markdown())
+    print(f"\nthe same report is the flow run's artifact 'suture-{run_id}'; also: suture show {run_id}")
     return 0
 
 

@@ -14,30 +14,34 @@
   resume too. A flow run tagged ``suture-run:<id>`` (what :func:`escalate` sets) continues run ``<id>``.
 - **Retries**: each Prefect attempt is one suture attempt. When suture's recovery policy says retry,
   the exception is raised and Prefect retries; when it says give up, the flow run's retry budget
-  is set to zero first, so Prefect fails fast with the dossier (``suture.GiveUp``).
+  is set to zero first (a task: :func:`retry_condition` is chained into its ``retry_condition_fn``),
+  so Prefect fails fast with the dossier (``suture.GiveUp``).
 - **Escalation**: a flow run that crashed for memory (OOM-killed) cannot heal itself: run
   :func:`escalate` (or ``suture prefect escalate FLOW_RUN_ID``, or an automation on Crashed runs)
   to re-run its deployment with the next memory rung in ``job_variables`` and the original run id.
 - **Human in the loop**: ``suture.ask`` in a flow pauses the flow run (``pause_flow_run``) with a
   ``RunInput`` built from the schema; ``resume_flow_run(id, run_input={...})`` (the UI's form, or
-  the API) resumes it with the validated answer. A task cannot pause in Prefect: ``suture.ask``
-  inside a task-level agent raises an error saying so.
+  the API) resumes it with the validated answer; ``wait_for_answer="suspend"`` suspends instead.
+  A task cannot pause in Prefect: ``suture.ask`` inside a task-level agent raises an error saying
+  so. In an async flow ``suture.ask`` (synchronous) blocks the flow's event loop while it waits.
 - **Observability**: failures, decisions, escalations, divergences and each attempt's replayed /
   cached counts go to the flow-run logs; at the end of a run the suture report (timeline, failures,
-  calls saved) is published as a markdown artifact ``suture-<run>``.
+  calls saved) is published as a markdown artifact ``suture-<run>`` (also when Prefect's retries
+  run out or suture gives up: the artifact names the failures).
 """
 
 from __future__ import annotations
 
 import re
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..agent import build_agent
+from ..errors import ConfigError, GiveUp, StepFailed, StoreError, SutureError
 from ..failures import Action
-from ._common import Attempt, orchestrated, resolve_key
-from ..errors import ConfigError, GiveUp, SutureError
 from ..manager import hookimpl
+from ._common import Attempt, orchestrated, resolve_key
 
 RUN_TAG = "suture-run:"
 
@@ -110,6 +114,18 @@ class PrefectLogs:
             log.info("suture: attempt %d of run %s: %d steps replayed from the journal, %d served from the "
                      "global cache, %d run live", attempt, run.run_id, stats.replayed, stats.cached, stats.live)
 
+    @hookimpl
+    def suture_escalation(self, run: Any, previous: Any, resources: Any, failure: Any) -> None:
+        if run.adapter == "prefect" and (log := self._logger()):
+            log.warning("suture: escalation after %s/%s: %s -> %s", failure.layer, failure.kind,
+                        previous, resources)
+
+    @hookimpl
+    def suture_suspend(self, run: Any, question: Any) -> None:
+        if run.adapter == "prefect" and (log := self._logger()):
+            log.warning("suture: waiting for a human answer to %r (answer it in the Prefect UI or with "
+                        "resume_flow_run(flow_run_id, run_input={...}))", question.question)
+
 
 _plugin: PrefectLogs | None = None
 
@@ -170,8 +186,8 @@ def _pause_for_answer(question: str, schema: Any, qid: str, suspend: bool = Fals
             "suture.ask() inside a Prefect task: Prefect can pause only a flow run, not a task. Ask from the "
             "flow (put the agent under @flow) or pass the question to the flow's code."
         )
-    from pydantic import BaseModel, create_model
     from prefect.input import RunInput
+    from pydantic import BaseModel, create_model
 
     if isinstance(schema, type) and issubclass(schema, BaseModel):
         fields = {n: (f.annotation, f) for n, f in schema.model_fields.items()}
@@ -179,16 +195,40 @@ def _pause_for_answer(question: str, schema: Any, qid: str, suspend: bool = Fals
     else:
         form = create_model("SutureAnswer", __base__=RunInput, __doc__=question, answer=(str, ...))
     key = re.sub(r"[^a-z0-9-]", "-", qid.lower())
-    if suspend:  # the process exits; answering reschedules the flow run, which replays to here
-        answer = suspend_flow_run(wait_for_input=form.with_initial_data(description=question),
-                                  timeout=7 * 24 * 3600, key=key)
-    else:  # the process waits
-        answer = pause_flow_run(wait_for_input=form.with_initial_data(description=question),
-                                timeout=7 * 24 * 3600, key=key)
+    # suspend: the process exits; answering reschedules the flow run, which replays to here.
+    # pause: the process waits (polling the API) until the flow run is resumed.
+    _announce(question, qid, form)
+    wait = suspend_flow_run if suspend else pause_flow_run
+    kwargs = {"wait_for_input": form.with_initial_data(description=question), "timeout": 7 * 24 * 3600, "key": key}
+    if _in_async_flow():
+        # suture.ask is synchronous, but inside an async flow every Prefect helper dispatches to its
+        # coroutine form: run that to completion on Prefect's sync-bridge loop (this blocks the
+        # flow's event loop while a person answers: the flow run is paused anyway)
+        from prefect.utilities.asyncutils import run_coro_as_sync
+
+        answer = run_coro_as_sync(wait.aio(**kwargs))
+    else:
+        answer = wait(**kwargs)
     data = answer.model_dump(exclude={"metadata"}) if hasattr(answer, "model_dump") else answer
     if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
         return data["answer"]
     return {k: v for k, v in data.items() if k in schema.model_fields}
+
+
+def _announce(question: str, qid: str, form: Any) -> None:
+    """The run waits for a person: a timeline event and the ``suture_suspend`` hook, as for local runs."""
+    import time
+
+    from ..manager import hook
+    from ..models import Question
+    from ..runtime import current_run
+
+    run = current_run()
+    if run is None:
+        return
+    run.event("suspend", {"qid": qid, "question": question})
+    hook().suture_suspend(run=run.info, question=Question(run_id=run.run_id, qid=qid, question=question,
+                                                          schema=form.model_json_schema(), created_at=time.time()))
 
 
 def _as_task(step: Any, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
@@ -199,28 +239,90 @@ def _as_task(step: Any, fn: Callable[..., Any], args: tuple, kwargs: dict) -> An
     return task(fn, name=step.name, persist_result=False, cache_policy=NONE, retries=0)(*args, **kwargs)
 
 
-def _publish(store: Any, run_id: str) -> None:
-    from prefect.artifacts import create_markdown_artifact
+def _in_async_flow() -> bool:
+    from prefect.context import FlowRunContext, TaskRunContext
 
+    ctx = TaskRunContext.get()
+    obj = ctx.task if ctx is not None else getattr(FlowRunContext.get(), "flow", None)
+    return bool(getattr(obj, "isasync", False))
+
+
+def _report(store: Any, run_id: str) -> dict[str, Any]:
     from ..report import build_report
 
-    report = build_report(store, run_id)
     key = "suture-" + re.sub(r"[^a-z0-9-]+", "-", run_id.lower()).strip("-")[:90]
-    create_markdown_artifact(markdown=report.to_markdown(), key=key,
-                             description=f"suture report of run {run_id}: failures, replays, calls saved")
+    return {"markdown": build_report(store, run_id).to_markdown(), "key": key,
+            "description": f"suture report of run {run_id}: failures, replays, calls saved"}
+
+
+def _report_failed(exc: BaseException) -> None:
+    import logging
+
+    logging.getLogger("suture").warning("suture: could not publish the run report as a Prefect artifact: %s", exc)
+
+
+def retry_condition(task: Any, task_run: Any, state: Any) -> bool:
+    """A ``retry_condition_fn`` for ``@task``: no Prefect retry once suture gave up on the run.
+
+    The adapter installs it on a task-level agent's task by itself (chained with a condition the task
+    already has) the first time suture gives up; pass it yourself to make that explicit::
+
+        @task(retries=3, retry_condition_fn=suture_prefect.retry_condition)
+        @suture_prefect.agent
+        def crunch(...): ...
+    """
+    exc = getattr(state, "data", None)
+    # GiveUp (the dossier), and suture's own errors a retry cannot fix (configuration, divergence in
+    # strict mode, an unserializable value); a step's failure and a busy store stay retryable
+    return not isinstance(exc, SutureError) or isinstance(exc, (StepFailed, StoreError))
+
+
+class _ChainedCondition:
+    def __init__(self, user: Any) -> None:
+        self.user = user
+
+    def __call__(self, task: Any, task_run: Any, state: Any) -> Any:
+        if not retry_condition(task, task_run, state):
+            return False
+        return True if self.user is None else self.user(task, task_run, state)
 
 
 def _stop_prefect_retries() -> None:
-    """Give up: set this flow run's retry budget to zero so Prefect does not retry it."""
-    from prefect.client.orchestration import get_client
-    from prefect.context import FlowRunContext
+    """Give up: make sure Prefect does not retry this flow run (or task run)."""
+    from prefect.context import FlowRunContext, TaskRunContext
 
+    tctx = TaskRunContext.get()
+    if tctx is not None:
+        # task retries are decided in process, by the task's retry_condition_fn: chain ours in front
+        cond = tctx.task.retry_condition_fn
+        if cond is not retry_condition and not isinstance(cond, _ChainedCondition):
+            tctx.task.retry_condition_fn = _ChainedCondition(cond)
+        return
     ctx = FlowRunContext.get()
     if ctx is None:
         return
+    # flow retries are decided by the server (from the flow run's empirical policy): set them to 0
+    from prefect.client.orchestration import get_client
+
     policy = ctx.flow_run.empirical_policy.model_copy(update={"retries": 0})
     with get_client(sync_client=True) as client:
         client.update_flow_run(flow_run_id=ctx.flow_run.id, empirical_policy=policy)
+
+
+def _prefect_will_retry() -> bool:
+    """Whether Prefect will run this flow (task) again after the exception being raised now."""
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    tctx = TaskRunContext.get()
+    if tctx is not None:
+        return tctx.task_run.run_count <= (tctx.task.retries or 0)
+    ctx = FlowRunContext.get()
+    if ctx is None:
+        return False
+    retries = ctx.flow_run.empirical_policy.retries
+    if retries is None:
+        retries = ctx.flow.retries or 0
+    return ctx.flow_run.run_count <= retries
 
 
 class _Attempt(Attempt):
@@ -230,7 +332,7 @@ class _Attempt(Attempt):
                  wait_for_answer: str = "pause") -> None:
         _ensure_plugin()
         run_id, labels = _run_id(ag, run_key, args, kwargs)
-        self.publish = publish
+        self.publish, self.final = publish, False
         super().__init__(ag, run_id, adapter="prefect", labels=labels)
         if not self.done:
             self.run.asker = _answer_through(wait_for_answer)
@@ -239,23 +341,40 @@ class _Attempt(Attempt):
 
     def succeeded(self, result: Any) -> Any:
         super().succeeded(result)
-        if self.publish:
-            _publish(self.h.store, self.h.run_id)
+        self.final = True
         return result
 
     def raise_for(self, exc: BaseException) -> BaseException:
         """Settle a failed attempt; return the exception to raise (Prefect retries it or not)."""
         kind, err = self.settle(exc)
-        if kind == "retry":
-            return err  # Prefect's retries=N runs the flow again; the journal replays
+        if kind == "retry":  # Prefect's retries=N runs the flow again; the journal replays
+            self.final = not _prefect_will_retry()  # Prefect's budget is spent: the run ends here
+            return err
         if kind == "escalate":  # a memory failure in process: Prefect cannot give it more memory here
             kind, err = "give_up", self.ag._give_up(self.h, err, Action(kind="give_up", reason=(
                 "out of memory inside the flow run: re-run its deployment one rung up with "
                 "`suture prefect escalate <flow run id>`")), self.h.history(), exc)
         _stop_prefect_retries()
-        if self.publish and kind == "give_up":
-            _publish(self.h.store, self.h.run_id)
+        self.final = True  # given up (or suture's own error): the run ends here
         return err
+
+    def report(self) -> None:
+        if self.publish and self.final:
+            from prefect.artifacts import create_markdown_artifact
+
+            try:
+                create_markdown_artifact(**_report(self.h.store, self.h.run_id), _sync=True)
+            except Exception as exc:  # noqa: BLE001 - a report must never fail the flow run
+                _report_failed(exc)
+
+    async def areport(self) -> None:
+        if self.publish and self.final:
+            from prefect.artifacts import acreate_markdown_artifact
+
+            try:
+                await acreate_markdown_artifact(**_report(self.h.store, self.h.run_id))
+            except Exception as exc:  # noqa: BLE001 - a report must never fail the flow run
+                _report_failed(exc)
 
 
 def agent(
@@ -335,7 +454,7 @@ def escalate(
             pool = client.read_work_pool(deployment.work_pool_name).type
     message = (fr.state.message if fr.state else "") or ""
     # Prefect's crash messages: "exited with non-zero status code -9", "status code 137", "OOMKilled"
-    reason = "OOMKilled" if re.search(r"oom|out of memory|\b137\b|code -9\b|sigkill", message, re.I) else None
+    reason = "OOMKilled" if re.search(r"oom|out of memory|\b137\b|code -9\b|sigkill", message, re.IGNORECASE) else None
     failure = classify(evidence=Evidence(reason=reason, stderr_tail=message, exit_code=137 if reason else None))
     if failure.layer != "memory":
         return None

@@ -51,6 +51,12 @@ def prefect_server():
     os.environ.update(PREFECT_HOME=home, PREFECT_API_URL=api, PREFECT_SERVER_ANALYTICS_ENABLED="false",
                       PREFECT_LOGGING_LEVEL="WARNING")
     yield api
+    try:  # send the logs still queued for the API before the server goes away
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=5)
+    except Exception:  # noqa: BLE001 - best effort at teardown
+        pass
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)

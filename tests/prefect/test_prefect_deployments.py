@@ -12,6 +12,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
+import suture
+
 FLOWS = Path(__file__).parent / "flows"
 
 
@@ -40,7 +44,6 @@ def wait_for(predicate, timeout=90, every=0.3, what="condition"):
 def test_served_flow_run_killed_then_retried_resumes(prefect_env, tmp_path, store):
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
-    from prefect.states import Scheduled
 
     log = tmp_path / "steps.log"
     with served(dict(prefect_env, STEP_LOG=str(log))), get_client(sync_client=True) as client:
@@ -51,7 +54,7 @@ def test_served_flow_run_killed_then_retried_resumes(prefect_env, tmp_path, stor
         os.kill(int(pid_file.read_text()), signal.SIGKILL)  # the flow-run process dies mid-run
         wait_for(lambda: client.read_flow_run(fr.id).state.type.value in ("CRASHED", "FAILED"),
                  what="the crash to be reported")
-        client.set_flow_run_state(fr.id, Scheduled(), force=True)  # retry through the API
+        retry_flow_run(fr.id, prefect_env, client)
         final = wait_for(lambda: (s := client.read_flow_run(fr.id).state).is_final() and s, timeout=120,
                          what="the retried run to finish")
         assert final.is_completed(), final
@@ -94,10 +97,40 @@ def test_escalation_job_variables_on_a_process_pool(prefect_env, store):
     with get_client(sync_client=True) as client:
         got = client.read_flow_run(newer.id)
     assert got.job_variables == {"env": {"SUTURE_MEMORY_LIMIT": "2Gi"}} and f"suture-run:{fr.id}" in got.tags
+    # the top of the ladder: nothing left to escalate to
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(newer.id, Crashed(message="OOMKilled"), force=True)
+    with pytest.raises(suture.GiveUp, match="top of the ladder"):
+        escalate(str(newer.id), memory=["512Mi", "1Gi", "2Gi"])
     # a preemption is not escalated
     with get_client(sync_client=True) as client:
         client.set_flow_run_state(newer.id, Crashed(message="the node was preempted (SIGTERM)"), force=True)
     assert escalate(str(newer.id), memory=["512Mi", "1Gi", "2Gi"]) is None
+
+
+def test_escalate_command(prefect_env, store):
+    """`suture prefect escalate` (registered through the suture_register_commands hook)."""
+    from click.testing import CliRunner
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.states import Crashed
+
+    from suture.cli import cli
+    from suture.manager import hook
+
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name="suture-docker", type="docker"), overwrite=True)
+    deployment_id = flow.from_source(source=str(FLOWS), entrypoint="served.py:served_research").deploy(
+        name="escalating-docker", work_pool_name="suture-docker", build=False, push=False, print_next_steps=False)
+    with get_client(sync_client=True) as client:
+        fr = client.create_flow_run_from_deployment(deployment_id, parameters={"n": 2})
+        client.set_flow_run_state(fr.id, Crashed(message="Container exited with status code 137"), force=True)
+    if "prefect" not in cli.commands:
+        hook().suture_register_commands(cli=cli)
+    out = CliRunner().invoke(cli, ["prefect", "escalate", str(fr.id), "--memory", "1Gi,4Gi"])
+    assert out.exit_code == 0, out.output
+    assert "'mem_limit': '4g'" in out.output  # the docker pool's mapping, read from the deployment's pool
 
 
 def test_suspended_flow_run_answered_through_the_api_replays_and_continues(prefect_env, tmp_path, store):
@@ -118,6 +151,22 @@ def test_suspended_flow_run_answered_through_the_api_replays_and_continues(prefe
     assert log.read_text().split() == ["draft"]  # the step before the question ran once
     attempts = store.list_attempts(str(fr.id))
     assert [a.status for a in attempts] == ["suspended", "succeeded"]
+
+
+def retry_flow_run(flow_run_id, env, client):
+    """`prefect flow-run retry ID` where the installed Prefect has it, else the same through the API
+    (the flow run's state set to Scheduled): either way the same flow-run id runs again."""
+    import prefect.cli.flow_run
+
+    if not hasattr(prefect.cli.flow_run, "retry"):  # older Prefect: no `retry` command
+        from prefect.states import Scheduled
+
+        client.set_flow_run_state(flow_run_id, Scheduled(), force=True)
+        return "api"
+    out = subprocess.run([sys.executable, "-m", "prefect", "flow-run", "retry", str(flow_run_id)], check=False, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, f"prefect flow-run retry failed: {out.stdout}{out.stderr}"
+    return "cli"
 
 
 def _named(client, name):
