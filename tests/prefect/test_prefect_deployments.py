@@ -133,15 +133,16 @@ def test_escalate_command(prefect_env, store):
     assert "'mem_limit': '4g'" in out.output  # the docker pool's mapping, read from the deployment's pool
 
 
-def test_suspended_flow_run_answered_through_the_api_replays_and_continues(prefect_env, tmp_path, store):
+@pytest.mark.parametrize("flow_name", ["suspending-approval", "suspending-approval-async"])
+def test_suspended_flow_run_answered_through_the_api_replays_and_continues(prefect_env, tmp_path, store, flow_name):
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
     from prefect.flow_runs import resume_flow_run
 
     log = tmp_path / "steps.log"
     with served(dict(prefect_env, STEP_LOG=str(log))), get_client(sync_client=True) as client:
-        wait_for(lambda: _named(client, "suspending-approval/served"), what="the served deployment")
-        fr = run_deployment("suspending-approval/served", parameters={"topic": "ads"}, timeout=0)
+        wait_for(lambda: _named(client, f"{flow_name}/served"), what="the served deployment")
+        fr = run_deployment(f"{flow_name}/served", parameters={"topic": "ads"}, timeout=0)
         wait_for(lambda: client.read_flow_run(fr.id).state.name == "Suspended", what="the suspension")
         assert store.get_run(str(fr.id)).status == "suspended"
         resume_flow_run(fr.id, run_input={"approve": True, "amount": 300})

@@ -46,7 +46,16 @@ def suspending_approval(topic: str) -> dict:
     return {"plan": plan, "approve": answer.approve, "amount": answer.amount}
 
 
+@flow(name="suspending-approval-async", persist_result=True)
+@sp.agent(wait_for_answer="suspend")
+async def suspending_approval_async(topic: str) -> dict:
+    plan = draft(topic)
+    answer = suture.ask(f"approve {plan}?", schema=Budget)
+    return {"plan": plan, "approve": answer.approve, "amount": answer.amount}
+
+
 if __name__ == "__main__":
     from prefect import serve
 
-    serve(served_research.to_deployment(name="served"), suspending_approval.to_deployment(name="served"))
+    serve(served_research.to_deployment(name="served"), suspending_approval.to_deployment(name="served"),
+          suspending_approval_async.to_deployment(name="served"))
