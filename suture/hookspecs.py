@@ -189,6 +189,25 @@ def suture_attempt_end(run: Any, attempt: int, stats: Any) -> None:
 
 
 @hookspec
+def suture_step_start(run: Any, call: Any) -> None:
+    """A step call is about to execute live (*hot path*): the journal had no matching entry and the
+    global cache no value. Called before each execution, in-place retries included.
+
+    An exception raised here fails that execution as if the step's body had raised it (the crash
+    toolkit :mod:`suture.testing` injects faults this way). Only called when some plugin implements it.
+    """
+
+
+@hookspec
+def suture_step_committing(run: Any, call: Any) -> None:
+    """A live step call returned and its record is about to be written (*hot path*).
+
+    Nothing of the call is durable yet: a process that dies here runs the step again on resume.
+    Only called when some plugin implements it.
+    """
+
+
+@hookspec
 def suture_step_end(run: Any, call: Any, source: str, duration: float) -> None:
     """A step call finished (*hot path*): ``source`` is ``live``, ``replay`` or ``cache``.
 

@@ -65,7 +65,7 @@ _PASS_THROUGH: tuple[type[BaseException], ...] = (SutureError,)
 
 
 class _HookGate:
-    __slots__ = ("ready", "step_end", "cache_key", "cacheable", "hook")
+    __slots__ = ("ready", "step_start", "step_committing", "step_end", "cache_key", "cacheable", "hook")
 
     def __init__(self) -> None:
         self.ready = False
@@ -75,6 +75,8 @@ class _HookGate:
 
         h = get_plugin_manager().hook
         self.hook = h
+        self.step_start = bool(h.suture_step_start.get_hookimpls())
+        self.step_committing = bool(h.suture_step_committing.get_hookimpls())
         self.step_end = bool(h.suture_step_end.get_hookimpls())
         self.cache_key = bool(h.suture_cache_key.get_hookimpls())
         self.cacheable = bool(h.suture_cacheable.get_hookimpls())
@@ -463,6 +465,9 @@ class Step:
             return
         run = frame.run
         run.stats.live += 1
+        gate = _hooks()
+        if gate.step_committing:
+            gate.hook.suture_step_committing(run=run.info, call=self.call_info(frame, idx))
         run.record(
             (frame.path, self.name, idx, 0, fp, self.kind, "live", data, self.serializer.name, started,
              duration, run.attempt),
@@ -524,6 +529,8 @@ class Step:
             started = time.time()
             t0 = time.perf_counter()
             try:
+                if frame is not None and (gate := _hooks()).step_start:
+                    gate.hook.suture_step_start(run=frame.run.info, call=self.call_info(frame, idx))
                 if frame is not None and frame.run.live_call is not None:
                     value = frame.run.live_call(self, self.fn, args, kwargs)
                 else:
@@ -552,6 +559,8 @@ class Step:
             started = time.time()
             t0 = time.perf_counter()
             try:
+                if frame is not None and (gate := _hooks()).step_start:
+                    gate.hook.suture_step_start(run=frame.run.info, call=self.call_info(frame, idx))
                 if frame is not None and frame.run.live_call is not None:
                     value = await frame.run.live_call(self, self.fn, args, kwargs)
                 else:
