@@ -32,9 +32,12 @@ from .errors import (
     StoreLockedError,
     Suspended,
     SutureError,
+    SutureWarning,
 )
 from .manager import hookimpl, register, unregister
-from .runtime import SutureWarning, current, history, map, now, random, state, step, uuid
+from .state import state
+from .step import step
+from .values import current, history, map, now, random, uuid
 
 __version__ = "0.1.0"
 

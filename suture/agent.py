@@ -1,38 +1,36 @@
-"""``@suture.agent``: an agent entry point, its runs and its attempts.
+"""``@suture.agent``: an agent entry point, its options, and the local (embedded) attempt loop.
 
-The pieces adapters reuse: :class:`RunHandle` (take a run's lease, start attempts, end the run)
-and :func:`attempt_sync` / :func:`attempt_async` (execute one attempt of the agent's code with the
-run's journal in context). The local adapter's attempt loop is :meth:`Agent.run_local`.
+Calling a decorated agent starts a new run; ``fn.run(..., run_id=)`` starts or resumes one. Each
+run's attempts execute in this process (:meth:`Agent.run_local`), unless a plugin provides another
+runner through ``suture_attempt_runner`` — the built-in local adapter does when the agent asks for
+real limits (``memory=``, ``timeout=``, ``isolate=True``): each attempt is then a child process.
+The lease, attempts and settlement live in :mod:`suture.runs`.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import functools
 import inspect
 import os
-import secrets
 import sys
-import threading
 import time
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import serialization as ser
-from .errors import ConfigError, GiveUp, LeaseError, Preempted, StepFailed, Suspended, SutureError
-from .calls import RunInfo
-from .runtime import DURABILITY, AttemptAborted, Frame, Run, Step, _active, _frame, _hooks, return_annotation
-from .store.base import owner_id
+from .context import frame_var
+from .errors import AttemptAborted, ConfigError
+from .journal import DURABILITY, Run
+from .manager import emit, hook
+from .runs import LEASE_TTL, Budget, RunHandle, attempt_async, attempt_sync, check_run_id, new_run_id
+from .step import Step, return_annotation
 
 if typing.TYPE_CHECKING:  # pragma: no cover
-    from .failures import Action, Failure, RecoveryPolicy, Resources
+    from .failures import RecoveryPolicy, Resources
 
-LEASE_TTL = float(os.environ.get("SUTURE_LEASE_TTL", "60"))
-
-
-def _emit(name: str, **kwargs: Any) -> None:
-    getattr(_hooks().hook, name)(**kwargs)
+__all__ = ["Agent", "AgentOptions", "RunHandle", "agent", "build_agent", "check_run_id", "new_run_id",
+           "wrap_agent"]
 
 
 @dataclass
@@ -78,199 +76,6 @@ class AgentOptions:
     @property
     def isolated(self) -> bool:
         return bool(self.memory or self.timeout or self.isolate)
-
-
-def new_run_id(agent_name: str) -> str:
-    """A fresh run id: ``<agent>-<UTC time>-<random>``."""
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
-    short = agent_name.rsplit(".", 1)[-1].replace("<", "").replace(">", "")
-    return f"{short}-{stamp}-{secrets.token_hex(3)}"
-
-
-def check_run_id(run_id: Any) -> str:
-    if not isinstance(run_id, str) or not run_id.strip():
-        raise ConfigError(f"run_id must be a non-empty string, got {run_id!r}")
-    if len(run_id) > 512:
-        raise ConfigError(f"run_id is {len(run_id)} characters long; keep it under 512")
-    return run_id
-
-
-class _Heartbeat(threading.Thread):
-    """Renews the run's lease while the process works on it."""
-
-    def __init__(self, store: Any, run_id: str, owner: str, token: int, ttl: float) -> None:
-        super().__init__(name=f"suture-lease-{run_id}", daemon=True)
-        self.store, self.run_id, self.owner, self.token, self.ttl = store, run_id, owner, token, ttl
-        self.stopped = threading.Event()
-        self.lost = False
-
-    def run(self) -> None:
-        while not self.stopped.wait(self.ttl / 3):
-            try:
-                if not self.store.renew_lease(self.run_id, self.owner, self.token, self.ttl):
-                    self.lost = True
-                    return
-            except SutureError:
-                continue  # a transient store error: the next beat tries again
-
-    def stop(self) -> None:
-        self.stopped.set()
-
-
-class RunHandle:
-    """A run as one process sees it: its lease, its attempts and its end."""
-
-    def __init__(
-        self,
-        *,
-        agent_name: str,
-        run_id: str,
-        store: Any,
-        options: AgentOptions,
-        entry: dict[str, Any] | None = None,
-        labels: dict[str, Any] | None = None,
-        adapter: str = "local",
-        owner: str | None = None,
-        token: int | None = None,
-    ) -> None:
-        self.agent_name = agent_name
-        self.run_id = check_run_id(run_id)
-        self.store = store
-        self.options = options
-        self.adapter = adapter
-        self.owner = owner or owner_id()
-        self.previous = None
-        self.heartbeat: _Heartbeat | None = None
-        if token is None:  # take the lease
-            self.token, self.previous = store.acquire_run(
-                self.run_id, agent_name, self.owner, ttl=options.lease_ttl, entry=entry, labels=labels,
-                wait=options.wait,
-            )
-            if self.previous is not None and self.previous.agent != agent_name:
-                store.release_run(self.run_id, self.token, self.previous.status)
-                raise ConfigError(
-                    f"run {self.run_id!r} belongs to agent {self.previous.agent!r}, not {agent_name!r}; "
-                    f"choose another run id"
-                )
-            self.heartbeat = _Heartbeat(store, self.run_id, self.owner, self.token, options.lease_ttl)
-            self.heartbeat.start()
-        else:  # a child attempt working under its parent's lease
-            self.token = token
-        self.info = RunInfo(run_id=self.run_id, agent=agent_name, attempt=0,
-                            store_url=getattr(store, "url", ""), adapter=adapter)
-
-    @property
-    def finished_result(self) -> tuple[bool, Any]:
-        """(True, raw result) if this run already succeeded earlier."""
-        if self.previous is not None and self.previous.status == "succeeded":
-            return True, self.store.get_result(self.run_id)
-        return False, None
-
-    def new_run(self, attempt: int, resources: Resources | None) -> Run:
-        run = Run(
-            run_id=self.run_id, agent=self.agent_name, store=self.store, token=self.token, attempt=attempt,
-            durability=self.options.durability, strict=self.options.strict, resources=resources,
-            policy=self.options.policy(), adapter=self.adapter,
-        )
-        self.info.attempt = attempt
-        return run
-
-    def start_attempt(self, resources: Resources | None, pid: int | None = None) -> Run:
-        from .failures import Resources
-
-        res = resources or Resources()
-        attempt = self.store.start_attempt(self.run_id, self.token, res.model_dump(exclude_none=True),
-                                           pid or os.getpid())
-        run = self.new_run(attempt, res)
-        _emit("suture_attempt_start", run=run.info, attempt=attempt, resources=res)
-        return run
-
-    def end_attempt(self, run: Run, status: str, failure: Failure | None = None, action: Action | None = None) -> None:
-        self.store.end_attempt(
-            self.run_id, run.attempt, status, run.stats.as_dict(),
-            failure.model_dump(mode="json") if failure else None,
-            action.model_dump(mode="json") if action else None,
-        )
-        _emit("suture_attempt_end", run=run.info, attempt=run.attempt, stats=run.stats)
-
-    def finish(self, status: str, *, result: Any = None, serializer: Any = None, error: BaseException | None = None) -> None:
-        if self.heartbeat is not None:
-            self.heartbeat.stop()
-        data = None
-        sname = None
-        if status == "succeeded" and serializer is not None:
-            data = ser.dumps_or_explain(serializer, result, f"agent {self.agent_name!r}", "serializer= of @suture.agent")
-            sname = serializer.name
-        try:
-            self.store.release_run(self.run_id, self.token, status, result=data, serializer=sname,
-                                   error=None if error is None else f"{type(error).__name__}: {error}"[:4000])
-        finally:
-            _emit("suture_run_end", run=self.info, status=status, error=error)
-            if status in ("succeeded", "failed"):
-                self.publish_report(status)
-
-    def publish_report(self, status: str) -> None:
-        if _hooks().hook.suture_publish_report.get_hookimpls():
-            from .report import build_report
-
-            _emit("suture_publish_report", run=self.info, report=build_report(self.store, self.run_id))
-
-    def history(self) -> list[Failure]:
-        """Failures of this run's earlier attempts (also those of earlier processes), oldest first."""
-        from .failures import Failure
-
-        out = []
-        for row in self.store.list_attempts(self.run_id):
-            if row.failure:
-                try:
-                    out.append(Failure.model_validate(row.failure))
-                except Exception:  # a record from another version: skip it rather than fail the run
-                    continue
-        return out
-
-    def release_lease_only(self) -> None:
-        if self.heartbeat is not None:
-            self.heartbeat.stop()
-
-
-def _enter(run: Run) -> tuple[Any, Frame]:
-    frame = Frame(run, "", threading.get_ident())
-    _active[run.run_id] = run
-    return _frame.set(frame), frame
-
-
-def _leave(run: Run, token: Any) -> None:
-    _frame.reset(token)
-    _active.pop(run.run_id, None)
-
-
-def attempt_sync(run: Run, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
-    """Execute one attempt of ``fn`` with ``run``'s journal; flushes what completed, even on error."""
-    token, _ = _enter(run)
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        _leave(run, token)
-        _flush_quietly(run)
-
-
-async def attempt_async(run: Run, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
-    """The async twin of :func:`attempt_sync`."""
-    token, _ = _enter(run)
-    try:
-        return await fn(*args, **kwargs)
-    finally:
-        _leave(run, token)
-        _flush_quietly(run)
-
-
-def _flush_quietly(run: Run) -> None:
-    exc = sys.exc_info()[1]
-    try:
-        run.flush()
-    except SutureError:
-        if exc is None:
-            raise  # success path: a lost write must be reported
 
 
 class Agent:
@@ -319,30 +124,30 @@ class Agent:
             entry=self.entry(args, kwargs), labels=labels, adapter=adapter,
         )
 
-    # -- the local adapter's attempt loop (in process) ----------------------------------------------
-    def run_local(self, args: tuple, kwargs: dict, run_id: str | None) -> Any:
-        if self.options.isolated and not os.environ.get("SUTURE_CHILD_ATTEMPT"):
-            from .adapters.local import run_isolated
-
-            return run_isolated(self, args, kwargs, run_id if run_id is not None else new_run_id(self.name))
-        h, done, value = self._open(args, kwargs, run_id)
-        if done:
-            return value
-        return self._loop(h, args, kwargs)
-
-    def _open(self, args: tuple, kwargs: dict, run_id: str | None) -> tuple[RunHandle, bool, Any]:
-        """Take the run's lease; a run that already succeeded returns its recorded result."""
+    def open(self, args: tuple, kwargs: dict, run_id: str | None) -> tuple[RunHandle, bool, Any]:
+        """Take the run's lease: ``(handle, done, result)``; a run that already succeeded is done and
+        returns its recorded result."""
         h = self.handle(run_id if run_id is not None else new_run_id(self.name), args, kwargs)
         done, raw = h.finished_result
         if done:
-            h.release_lease_only()
-            h.store.release_run(h.run_id, h.token, "succeeded", result=raw[0], serializer=raw[1])
+            h.release_finished(raw)
             return h, True, self.decode_result(raw)
-        _emit("suture_run_start", run=h.info)
+        emit("suture_run_start", run=h.info)
         return h, False, None
 
-    def _loop(self, h: RunHandle, args: tuple, kwargs: dict) -> Any:
-        budget = _Budget()
+    # -- the local attempt loop ------------------------------------------------------------------
+    def runner(self) -> Any:
+        """The plugin-provided runner of this agent's attempts, or ``None`` to run them in process."""
+        return hook().suture_attempt_runner(agent=self)
+
+    def run_local(self, args: tuple, kwargs: dict, run_id: str | None) -> Any:
+        runner = self.runner()
+        if runner is not None:
+            return runner(self, args, kwargs, run_id if run_id is not None else new_run_id(self.name))
+        h, done, value = self.open(args, kwargs, run_id)
+        if done:
+            return value
+        budget = Budget()
         resources = self.options.first_resources()
         while True:
             run = h.start_attempt(resources)
@@ -353,86 +158,44 @@ class Agent:
                 continue
             return self._succeeded(h, run, result)
 
-    def _succeeded(self, h: RunHandle, run: Run, result: Any) -> Any:
-        h.end_attempt(run, "succeeded")
-        h.finish("succeeded", result=result, serializer=self.serializer)
-        return result
-
-    def _after_failure(self, h: RunHandle, run: Run, exc: BaseException, budget: "_Budget") -> float:
-        """An in-process attempt failed: end it, and return the delay before the next one or raise."""
-        if isinstance(exc, Suspended):
-            h.end_attempt(run, "suspended")
-            h.finish("suspended", error=exc)
-            raise exc
-        if isinstance(exc, (KeyboardInterrupt, Preempted)):
-            h.end_attempt(run, "interrupted")
-            h.finish("interrupted", error=exc)
-            raise exc
-        if isinstance(exc, LeaseError):
-            h.release_lease_only()
-            raise exc
-        if isinstance(exc, SutureError) and not isinstance(exc, StepFailed):
-            # suture's own errors (serialization, divergence, a step in a foreign thread) are the
-            # program's, not the infrastructure's: no retry can fix them. Raise them unchanged.
-            h.end_attempt(run, "failed")
-            h.finish("failed", error=exc)
-            raise exc
-        from .recovery import decide_for_attempt
-
-        failure, action = decide_for_attempt(run, exc, budget.history, can_escalate=False)
-        budget.history.append(failure)
-        h.end_attempt(run, "failed", failure, action)
-        if action.spends_budget:
-            budget.spent += 1
-        if action.kind == "retry" and budget.spent < self.options.max_attempts:
-            return action.delay
-        raise self._give_up(h, failure, action, budget.history, exc) from (
-            exc.__cause__ if isinstance(exc, AttemptAborted) else exc
-        )
-
-    def _give_up(self, h: RunHandle, failure: Failure, action: Action, history: list[Failure],
-                 exc: BaseException) -> GiveUp:
-        from .failures import Dossier
-
-        dossier = Dossier(run_id=h.run_id, failures=list(history), actions=[action],
-                          final=action.reason or "no recovery left")
-        err = GiveUp(
-            f"run {h.run_id!r} of agent {self.name!r} gave up after {len(history)} failed attempt(s): "
-            f"[{failure.layer}/{failure.kind}] {failure.message}. {action.reason} "
-            f"See `suture show {h.run_id}`; running the same run id again replays the journal.",
-            failure=failure, dossier=dossier,
-        )
-        h.finish("failed", error=err)
-        return err
-
     async def arun_local(self, args: tuple, kwargs: dict, run_id: str | None) -> Any:
-        if self.options.isolated and not os.environ.get("SUTURE_CHILD_ATTEMPT"):
-            import asyncio
+        import asyncio
 
-            from .adapters.local import run_isolated
-
-            return await asyncio.to_thread(run_isolated, self, args, kwargs, run_id if run_id is not None else new_run_id(self.name))
-        h, done, value = self._open(args, kwargs, run_id)
+        runner = self.runner()
+        if runner is not None:
+            return await asyncio.to_thread(runner, self, args, kwargs,
+                                           run_id if run_id is not None else new_run_id(self.name))
+        h, done, value = self.open(args, kwargs, run_id)
         if done:
             return value
-        budget = _Budget()
+        budget = Budget()
         resources = self.options.first_resources()
         while True:
             run = h.start_attempt(resources)
             try:
                 result = await attempt_async(run, self.fn, args, kwargs)
             except (Exception, AttemptAborted, KeyboardInterrupt) as exc:
-                import asyncio
-
                 await asyncio.sleep(self._after_failure(h, run, exc, budget))
                 continue
             return self._succeeded(h, run, result)
 
+    def _succeeded(self, h: RunHandle, run: Run, result: Any) -> Any:
+        h.end_attempt(run, "succeeded")
+        h.finish("succeeded", result=result, serializer=self.serializer)
+        return result
 
-@dataclass
-class _Budget:
-    history: list[Failure] = field(default_factory=list)
-    spent: int = 0
+    def _after_failure(self, h: RunHandle, run: Run, exc: BaseException, budget: Budget) -> float:
+        """An in-process attempt failed: settle it, and return the delay before the next one or raise."""
+        settled = h.settle(run, exc, budget.history, can_escalate=False)
+        if settled.failure is None or settled.action is None:  # suspended, interrupted, lost lease, error
+            raise exc
+        failure, action = settled.failure, settled.action
+        budget.charge(failure, action)
+        if action.kind == "retry" and budget.spent < self.options.max_attempts:
+            return action.delay
+        raise h.give_up(failure, action, budget.history) from (
+            exc.__cause__ if isinstance(exc, AttemptAborted) else exc
+        )
 
 
 def agent(
@@ -520,7 +283,7 @@ def wrap_agent(ag: Agent) -> Callable[..., Any]:
 
         @functools.wraps(fn)
         async def async_agent(*args: Any, **kwargs: Any) -> Any:
-            if _frame.get() is not None:  # called inside another run: a journaled step of it
+            if frame_var.get() is not None:  # called inside another run: a journaled step of it
                 return await ag.as_step.acall(args, kwargs)
             return await ag.arun_local(args, kwargs, None)
 
@@ -533,7 +296,7 @@ def wrap_agent(ag: Agent) -> Callable[..., Any]:
 
         @functools.wraps(fn)
         def sync_agent(*args: Any, **kwargs: Any) -> Any:
-            if _frame.get() is not None:
+            if frame_var.get() is not None:
                 return ag.as_step.call(args, kwargs)
             return ag.run_local(args, kwargs, None)
 

@@ -276,21 +276,6 @@ def answer(ctx: click.Context, run_id: str, answer_json: str, qid: str | None) -
     console.print(f"answered {q.qid!r} of run {run_id}; resume it with: suture resume {run_id}")
 
 
-@cli.command()
-@click.argument("run_id")
-@click.pass_context
-def resume(ctx: click.Context, run_id: str) -> None:
-    """Relaunch a crashed, failed or suspended local run from its recorded entry point."""
-    if ctx.obj.get("store"):
-        import os
-
-        os.environ["SUTURE_STORE_URL"] = ctx.obj["store"]
-    from .adapters.local import resume_run
-
-    result = resume_run(run_id)
-    click.echo(json.dumps(result, default=str) if not isinstance(result, str) else result)
-
-
 def main() -> None:
     """Entry point of the ``suture`` console script."""
     from .manager import hook

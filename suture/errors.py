@@ -101,3 +101,30 @@ class Preempted(SutureError):
     """The attempt was asked to stop (SIGTERM) and stopped after saving; re-run to resume."""
 
     exit_code = 143
+
+
+class SutureWarning(UserWarning):
+    """Something suture did that you may not expect (e.g. a step called outside any run)."""
+
+
+# ------------------------------------------------------------------------------------------------
+# control flow inside an attempt: BaseExceptions, so agent code catching Exception cannot swallow them
+# ------------------------------------------------------------------------------------------------
+
+
+class StopAttempt(BaseException):
+    """Raised at a step boundary after SIGTERM asked the attempt to stop (preemption with grace):
+    the step in flight finished and was committed; the run resumes from there."""
+
+
+class AttemptAborted(BaseException):
+    """Unwinds an attempt past the agent's ``except Exception`` (an escalation, a give-up).
+
+    A ``BaseException`` on purpose: agent code that catches ``Exception`` must not swallow a
+    decision to stop the attempt (the same reason ``KeyboardInterrupt`` is one).
+    """
+
+    def __init__(self, failure: Any, action: Any) -> None:
+        super().__init__(f"{failure.layer}/{failure.kind}: {action.kind}")
+        self.failure = failure
+        self.action = action

@@ -8,9 +8,12 @@ and the ladder it may climb.
 from __future__ import annotations
 
 import re
+import signal
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from .evidence import Evidence, ExceptionInfo, exception_evidence
 
 Layer = Literal[
     "code",
@@ -101,30 +104,6 @@ class Resources(BaseModel):
         return ", ".join(parts) or "no limits"
 
 
-class ExceptionInfo(BaseModel):
-    """One link of an exception chain (outermost first)."""
-
-    type: str
-    module: str = ""
-    message: str = ""
-
-
-class Evidence(BaseModel):
-    """Everything observed about a failure, in process or out of it."""
-
-    exception_chain: list[ExceptionInfo] = Field(default_factory=list)
-    traceback_tail: str | None = None
-    exit_code: int | None = None
-    signal: int | None = None
-    peak_rss_bytes: int | None = None
-    limit_bytes: int | None = None
-    stderr_tail: str | None = None
-    http_status: int | None = None
-    retry_after: float | None = None
-    reason: str | None = None  # e.g. Kubernetes "OOMKilled", "Evicted", "DeadlineExceeded"
-    extra: dict[str, Any] = Field(default_factory=dict)
-
-
 class AttemptRecord(BaseModel):
     """One earlier attempt, as the failure history shows it."""
 
@@ -153,8 +132,6 @@ class Failure(BaseModel):
 
     def as_prompt(self) -> str:
         """Render this failure as compact text for a model (at most 1,500 characters)."""
-        from .plugins.classifiers import render_prompt
-
         return render_prompt(self)
 
 
@@ -216,8 +193,6 @@ class Dossier(BaseModel):
 
 def evidence_from_exception(exc: BaseException) -> Evidence:
     """The exception chain (outermost first), a traceback tail, HTTP status and Retry-After."""
-    from .plugins.classifiers import exception_evidence
-
     return exception_evidence(exc)
 
 
@@ -265,9 +240,8 @@ def choose_action(failure: Failure, history: list[Failure], policy: RecoveryPoli
     Also fills ``failure.available_actions`` (what can still be done), which ``as_prompt()`` shows.
     """
     from .manager import hook
-    from .plugins.policy import describe_options
 
-    failure.available_actions = describe_options(failure, history, policy)
+    failure.available_actions = hook().suture_describe_options(failure=failure, history=history, policy=policy) or []
     failure.history = [
         AttemptRecord(attempt=f.attempt or i + 1, resources=f.resources, layer=f.layer, kind=f.kind,
                       message=f.message[:200])
@@ -275,3 +249,68 @@ def choose_action(failure: Failure, history: list[Failure], policy: RecoveryPoli
     ]
     action = hook().suture_choose_action(failure=failure, history=history, policy=policy)
     return action or Action(kind="give_up", reason="no recovery policy answered")
+
+
+# ------------------------------------------------------------------------------------------------
+# the prompt
+# ------------------------------------------------------------------------------------------------
+
+PROMPT_LIMIT = 1500
+
+
+def _cut(text: str, n: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: max(0, n - 1)] + "…"
+
+
+def render_prompt(failure: Failure) -> str:
+    """Compact text for a model: what happened, where, what was tried, what can be done next."""
+    f, ev = failure, failure.evidence
+    where = f" in step {f.step!r}" if f.step else ""
+    attempt = f" (attempt {f.attempt})" if f.attempt else ""
+    head = f"FAILURE [{f.layer}/{f.kind}]{where}{attempt}: {_cut(f.message, 300)}"
+    facts = []
+    if ev.peak_rss_bytes and ev.limit_bytes:
+        facts.append(f"peak memory {format_memory(ev.peak_rss_bytes)} of a {format_memory(ev.limit_bytes)} limit")
+    if ev.signal:
+        try:
+            facts.append(f"killed by {signal.Signals(ev.signal).name}")
+        except ValueError:
+            facts.append(f"signal {ev.signal}")
+    elif ev.exit_code is not None:
+        facts.append(f"exit code {ev.exit_code}")
+    if ev.http_status:
+        facts.append(f"HTTP {ev.http_status}")
+    if ev.retry_after is not None:
+        facts.append(f"Retry-After {ev.retry_after:g}s")
+    if ev.reason:
+        facts.append(f"reason {ev.reason}")
+    if f.resources.model_dump(exclude_none=True):
+        facts.append(f"resources {f.resources.describe()}")
+    parts = [head]
+    if facts:
+        parts.append("Evidence: " + "; ".join(facts) + ".")
+    if ev.exception_chain and len(ev.exception_chain) > 1:
+        parts.append("Caused by: " + _cut(" <- ".join(f"{e.type}: {e.message}" for e in ev.exception_chain[1:]), 200))
+    if ev.traceback_tail and f.layer in ("code", "sandbox", "semantic"):
+        lines = [ln.strip() for ln in ev.traceback_tail.strip().splitlines() if ln.strip()]
+        parts.append("Where: " + _cut(" | ".join(lines[-3:]), 300))
+    if f.history:
+        tried = [f"#{h.attempt} {h.resources.describe()}: {h.layer}/{h.kind}" for h in f.history[-4:]]
+        more = f" (+{len(f.history) - 4} earlier)" if len(f.history) > 4 else ""
+        parts.append("Tried so far: " + "; ".join(tried) + more + ".")
+    if f.available_actions:
+        parts.append("What can be done next: " + "; ".join(f.available_actions) + ".")
+    if ev.stderr_tail:
+        parts.append("stderr tail: " + _cut(ev.stderr_tail[-400:], 240))
+    text = "\n".join(parts)
+    if len(text) > PROMPT_LIMIT:  # drop from the least important end, keep the head whole
+        text = text[: PROMPT_LIMIT - 1] + "…"
+    return text
+
+
+__all__ = [
+    "LAYERS", "Action", "ActionKind", "AttemptRecord", "Dossier", "Evidence", "ExceptionInfo", "Failure",
+    "FailureContext", "Layer", "RecoveryPolicy", "Resources", "choose_action", "classify", "evidence_from_exception",
+    "format_memory", "next_resources", "parse_memory", "render_prompt",
+]

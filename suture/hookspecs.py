@@ -11,16 +11,29 @@ the fallback. Disable a plugin by name with ``SUTURE_DISABLE_PLUGINS=name,...``;
 Hooks marked *hot path* run once per step call; keep them cheap. suture calls a per-step hook
 only when at least one plugin implements it.
 
-Types named in signatures live in :mod:`suture.models` (runs, calls, reports),
-:mod:`suture.failures` (``Failure``, ``Evidence``, ``Action``, ``Resources``, ``RecoveryPolicy``)
-and :mod:`suture.sandbox` (``Execution``).
+Types named in signatures (imported here only for type checkers): :mod:`suture.calls`
+(``RunInfo``, ``CallInfo``, ``StepInfo``, ``AttemptStats``: plain dataclasses, cheap on the hot
+path), :mod:`suture.failures` (``Failure``, ``Evidence``, ``FailureContext``, ``Action``,
+``Resources``, ``RecoveryPolicy``), :mod:`suture.models` (``Question``, ``Report``),
+:mod:`suture.sandbox` (``Execution``), :mod:`suture.store.base` (``Store``) and
+:mod:`suture.agent` (``Agent``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover - the types, for readers and type checkers only
+    import click
+
+    from .agent import Agent
+    from .calls import AttemptStats, CallInfo, RunInfo, StepInfo
+    from .failures import Action, Evidence, Failure, FailureContext, RecoveryPolicy, Resources
+    from .models import Question, Report
+    from .sandbox import Execution
+    from .store.base import Store
 
 hookspec = pluggy.HookspecMarker("suture")
 
@@ -31,7 +44,7 @@ hookspec = pluggy.HookspecMarker("suture")
 
 
 @hookspec(firstresult=True)
-def suture_open_store(url: str) -> Any:
+def suture_open_store(url: str) -> Store | None:
     """Open the store (journal + state + cache + questions) for ``url``.
 
     Called once per process per store URL, the first time a run or a cache lookup needs it.
@@ -48,7 +61,7 @@ def suture_open_store(url: str) -> Any:
 
 
 @hookspec(firstresult=True)
-def suture_cache_key(step: Any, fingerprint: str, default: str) -> str | None:
+def suture_cache_key(step: StepInfo, fingerprint: str, default: str) -> str | None:
     """Override the global-cache key of a call of a ``cache=True`` step (*hot path*).
 
     ``step`` is the :class:`suture.models.StepInfo` (name, version, options), ``fingerprint``
@@ -59,7 +72,7 @@ def suture_cache_key(step: Any, fingerprint: str, default: str) -> str | None:
 
 
 @hookspec(firstresult=True)
-def suture_cacheable(step: Any, value: Any) -> bool | None:
+def suture_cacheable(step: StepInfo, value: Any) -> bool | None:
     """Decide whether a step's output may enter the global cache (*hot path*, cache misses only).
 
     Return ``False`` to keep this value out of the cache (say, an empty or refused answer);
@@ -73,7 +86,7 @@ def suture_cacheable(step: Any, value: Any) -> bool | None:
 
 
 @hookspec(firstresult=True)
-def suture_classify_failure(error: BaseException | None, evidence: Any, context: Any) -> Any:
+def suture_classify_failure(error: BaseException | None, evidence: Evidence, context: FailureContext) -> Failure | None:
     """Turn an exception or a dead attempt into a :class:`suture.Failure`.
 
     ``error`` is the exception when the failure happened in this process, else ``None``;
@@ -87,7 +100,7 @@ def suture_classify_failure(error: BaseException | None, evidence: Any, context:
 
 
 @hookspec(firstresult=True)
-def suture_choose_action(failure: Any, history: list[Any], policy: Any) -> Any:
+def suture_choose_action(failure: Failure, history: list[Failure], policy: RecoveryPolicy) -> Action | None:
     """Choose the recovery :class:`suture.failures.Action` for ``failure``.
 
     ``history`` lists the earlier failures of this run (oldest first) and ``policy`` is the
@@ -98,13 +111,24 @@ def suture_choose_action(failure: Any, history: list[Any], policy: Any) -> Any:
     """
 
 
+@hookspec(firstresult=True)
+def suture_describe_options(failure: Failure, history: list[Failure], policy: RecoveryPolicy) -> list[str] | None:
+    """Say in words what can still be done about ``failure`` (``failure.available_actions``).
+
+    Called with :func:`suture_choose_action`'s arguments just before it; ``failure.as_prompt()``
+    shows the answer to the agent's model ("memory can be raised to 4Gi; 2 more attempts may be
+    made; ..."). A plugin that replaces the policy should describe its own ladder. Return a list of
+    short phrases, or ``None`` to defer; the built-in ``policy`` plugin describes the default ladder.
+    """
+
+
 # --------------------------------------------------------------------------------------------
 # resources
 # --------------------------------------------------------------------------------------------
 
 
 @hookspec(firstresult=True)
-def suture_next_resources(failure: Any, current: Any, policy: Any) -> Any:
+def suture_next_resources(failure: Failure, current: Resources, policy: RecoveryPolicy) -> Resources | None:
     """Propose the :class:`suture.failures.Resources` of the next attempt after ``failure``.
 
     Called when the chosen action escalates. Return the new resources, or ``None`` when you have
@@ -129,7 +153,7 @@ def suture_sandbox_backend(name: str) -> Any:
 
 
 @hookspec(firstresult=True)
-def suture_repair_code(code: str, execution: Any, failure: Any, round: int) -> str | None:
+def suture_repair_code(code: str, execution: Execution, failure: Failure, round: int) -> str | None:
     """Return repaired code for a failed sandbox execution, or ``None`` to give up.
 
     Called by :func:`suture.sandbox.run_with_repair` after ``code`` failed; ``execution`` is the
@@ -139,12 +163,30 @@ def suture_repair_code(code: str, execution: Any, failure: Any, round: int) -> s
 
 
 # --------------------------------------------------------------------------------------------
+# attempts
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def suture_attempt_runner(agent: Agent) -> Any:
+    """Return the runner of a local run's attempts for ``agent``, or ``None`` to run them in process.
+
+    Called when a ``@suture.agent`` function is called (or ``.run(...)``) outside any
+    orchestrator. ``agent`` is the :class:`suture.agent.Agent` (``agent.options`` holds
+    ``memory``, ``timeout``, ``isolate``, ...). A runner is a callable
+    ``runner(agent, args, kwargs, run_id) -> result`` that owns the run from its lease to its
+    end (see :mod:`suture.runs` for the pieces). The built-in ``local`` adapter answers for agents
+    with real limits: each attempt then runs in a child process it watches.
+    """
+
+
+# --------------------------------------------------------------------------------------------
 # human
 # --------------------------------------------------------------------------------------------
 
 
 @hookspec
-def suture_deliver_question(question: Any) -> None:
+def suture_deliver_question(question: Question) -> None:
     """A run asked a person a question (:class:`suture.models.Question`); deliver it.
 
     Called once, when the question is first stored and the run suspends. Every implementation
@@ -154,7 +196,7 @@ def suture_deliver_question(question: Any) -> None:
 
 
 @hookspec(firstresult=True)
-def suture_fetch_answer(question: Any) -> Any:
+def suture_fetch_answer(question: Question) -> Any:
     """Return an answer for a pending ``question`` from elsewhere, or ``None``.
 
     Called when a suspended run resumes and the store holds no answer yet; a Slack or ticket
@@ -168,28 +210,28 @@ def suture_fetch_answer(question: Any) -> Any:
 
 
 @hookspec
-def suture_run_start(run: Any) -> None:
+def suture_run_start(run: RunInfo) -> None:
     """A run (:class:`suture.models.RunInfo`) starts or resumes, before its first attempt."""
 
 
 @hookspec
-def suture_run_end(run: Any, status: str, error: BaseException | None) -> None:
+def suture_run_end(run: RunInfo, status: str, error: BaseException | None) -> None:
     """A run ends: ``status`` is ``succeeded``, ``failed``, ``suspended`` or ``preempted``."""
 
 
 @hookspec
-def suture_attempt_start(run: Any, attempt: int, resources: Any) -> None:
+def suture_attempt_start(run: RunInfo, attempt: int, resources: Resources) -> None:
     """An attempt of ``run`` starts with ``resources`` (a ``Resources``, possibly empty)."""
 
 
 @hookspec
-def suture_attempt_end(run: Any, attempt: int, stats: Any) -> None:
+def suture_attempt_end(run: RunInfo, attempt: int, stats: AttemptStats) -> None:
     """An attempt ends; ``stats`` counts its steps (:class:`suture.models.AttemptStats`):
     live, replayed, cached, failed, diverged."""
 
 
 @hookspec
-def suture_step_start(run: Any, call: Any) -> None:
+def suture_step_start(run: RunInfo, call: CallInfo) -> None:
     """A step call is about to execute live (*hot path*): the journal had no matching entry and the
     global cache no value. Called before each execution, in-place retries included.
 
@@ -199,7 +241,7 @@ def suture_step_start(run: Any, call: Any) -> None:
 
 
 @hookspec
-def suture_step_committing(run: Any, call: Any) -> None:
+def suture_step_committing(run: RunInfo, call: CallInfo) -> None:
     """A live step call returned and its record is about to be written (*hot path*).
 
     Nothing of the call is durable yet: a process that dies here runs the step again on resume.
@@ -208,7 +250,7 @@ def suture_step_committing(run: Any, call: Any) -> None:
 
 
 @hookspec
-def suture_step_end(run: Any, call: Any, source: str, duration: float) -> None:
+def suture_step_end(run: RunInfo, call: CallInfo, source: str, duration: float) -> None:
     """A step call finished (*hot path*): ``source`` is ``live``, ``replay`` or ``cache``.
 
     ``call`` is the :class:`suture.models.CallInfo` (step name, path, index, idempotency key).
@@ -217,32 +259,32 @@ def suture_step_end(run: Any, call: Any, source: str, duration: float) -> None:
 
 
 @hookspec
-def suture_divergence(run: Any, call: Any, recorded: str, current: str, dropped: int) -> None:
+def suture_divergence(run: RunInfo, call: CallInfo, recorded: str, current: str, dropped: int) -> None:
     """A replayed call's inputs differ from the journal; ``dropped`` later entries were discarded."""
 
 
 @hookspec
-def suture_failure(run: Any, failure: Any) -> None:
+def suture_failure(run: RunInfo, failure: Failure) -> None:
     """A failure was classified (in a step, an attempt, or a dead child process)."""
 
 
 @hookspec
-def suture_recovery(run: Any, failure: Any, action: Any) -> None:
+def suture_recovery(run: RunInfo, failure: Failure, action: Action) -> None:
     """The recovery policy chose ``action`` for ``failure``."""
 
 
 @hookspec
-def suture_escalation(run: Any, previous: Any, resources: Any, failure: Any) -> None:
+def suture_escalation(run: RunInfo, previous: Resources, resources: Resources, failure: Failure) -> None:
     """The next attempt runs with more ``resources`` than ``previous`` because of ``failure``."""
 
 
 @hookspec
-def suture_suspend(run: Any, question: Any) -> None:
+def suture_suspend(run: RunInfo, question: Question) -> None:
     """The run suspended waiting for a human answer to ``question``."""
 
 
 @hookspec
-def suture_publish_report(run: Any, report: Any) -> None:
+def suture_publish_report(run: RunInfo, report: Report) -> None:
     """A run ended and its :class:`suture.models.Report` (timeline, failures, calls saved) is
     ready; adapters publish it (Prefect artifact, Flyte Deck, ``flyte.report``)."""
 
@@ -253,5 +295,5 @@ def suture_publish_report(run: Any, report: Any) -> None:
 
 
 @hookspec
-def suture_register_commands(cli: Any) -> None:
+def suture_register_commands(cli: click.Group) -> None:
     """Add commands to the ``suture`` CLI: ``cli`` is the root :class:`click.Group`."""

@@ -20,7 +20,8 @@ from .fingerprint import digest
 from .models import Question
 
 
-def _schema_of(schema: Any) -> dict[str, Any]:
+def schema_of(schema: Any) -> dict[str, Any]:
+    """The JSON schema a question is stored with (a model's, tagged with its import path; or a string)."""
     if schema is None:
         return {"type": "string"}
     if isinstance(schema, type) and issubclass(schema, BaseModel):
@@ -100,9 +101,9 @@ def ask(question: str, schema: Any = None, *, key: str | None = None) -> Any:
     ``suture_deliver_question`` plugins) and the run suspends; once answered, the next attempt
     replays to this point and gets the answer. ``key`` names the question (default: its position).
     """
-    from .runtime import _frame
+    from .context import frame_var
 
-    frame = _frame.get()
+    frame = frame_var.get()
     if frame is None:
         raise SutureError("suture.ask() suspends a run until a person answers, so it needs a run: call it "
                           "from a @suture.agent function")
@@ -114,7 +115,7 @@ def ask(question: str, schema: Any = None, *, key: str | None = None) -> Any:
     if rec is not None and rec[1] == fp:
         run.stats.replayed += 1
         return _decode(schema, rec[2])
-    asker = getattr(run, "asker", None)
+    asker = run.asker
     if asker is not None:  # an adapter answers (e.g. Prefect's pause_flow_run)
         answer = asker(question, schema, qid)
     else:
@@ -140,7 +141,7 @@ def _answer_from_store(run: Any, question: str, schema: Any, qid: str) -> Any:
     stored = store.question_get(run.run_id, qid)
     if stored is not None and stored.status == "answered":
         return stored.answer
-    q = stored or Question(run_id=run.run_id, qid=qid, question=question, schema=_schema_of(schema),
+    q = stored or Question(run_id=run.run_id, qid=qid, question=question, schema=schema_of(schema),
                            created_at=time.time())
     fetched = hook().suture_fetch_answer(question=q)
     if fetched is not None:

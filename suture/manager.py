@@ -28,7 +28,8 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("logs", "suture.plugins.logs"),
     ("sandbox-local", "suture.plugins.sandbox_local"),
     ("sandbox-e2b", "suture.plugins.sandbox_e2b"),
-    ("prefect-cli", "suture.plugins.prefect_cli"),
+    ("local", "suture.adapters.local"),
+    ("prefect-cli", "suture.adapters.prefect_cli"),
 )
 
 ENTRY_POINT_GROUP = "suture"
@@ -154,3 +155,44 @@ def plugin_table() -> list[dict[str, Any]]:
     for name in sorted(disabled_plugins()):
         rows.append({"name": name, "origin": "disabled (SUTURE_DISABLE_PLUGINS)", "hooks": []})
     return rows
+
+
+def emit(name: str, **kwargs: Any) -> Any:
+    """Call hook ``name`` with ``kwargs`` on every plugin (adapters use this for observability hooks)."""
+    return getattr(hook(), name)(**kwargs)
+
+
+class HookGate:
+    """Which per-step (*hot path*) hooks have implementations, cached until plugins change.
+
+    A step call asks the gate instead of pluggy, so a hook nobody implements costs one attribute
+    read per step.
+    """
+
+    __slots__ = ("ready", "step_start", "step_committing", "step_end", "cache_key", "cacheable", "hook")
+
+    def __init__(self) -> None:
+        self.ready = False
+
+    def load(self) -> "HookGate":
+        h = get_plugin_manager().hook
+        self.hook = h
+        self.step_start = bool(h.suture_step_start.get_hookimpls())
+        self.step_committing = bool(h.suture_step_committing.get_hookimpls())
+        self.step_end = bool(h.suture_step_end.get_hookimpls())
+        self.cache_key = bool(h.suture_cache_key.get_hookimpls())
+        self.cacheable = bool(h.suture_cacheable.get_hookimpls())
+        self.ready = True
+        return self
+
+    def reset(self) -> None:
+        self.ready = False
+
+
+_GATE = HookGate()
+on_change(_GATE.reset)
+
+
+def gate() -> HookGate:
+    """The per-step hook gate (see :class:`HookGate`)."""
+    return _GATE if _GATE.ready else _GATE.load()

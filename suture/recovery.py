@@ -4,14 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import StepFailed
+from .errors import AttemptAborted, StepFailed
 from .failures import Action, Failure, FailureContext, RecoveryPolicy, Resources, classify, choose_action
-
-
-def _emit(name: str, **kwargs: Any) -> None:
-    from .manager import hook
-
-    getattr(hook(), name)(**kwargs)
+from .manager import emit
 
 
 def policy_for(run: Any, step: Any = None) -> RecoveryPolicy:
@@ -34,18 +29,16 @@ def failure_record(run: Any, failure: Failure, action: Action) -> None:
     run.failures.append(failure)
     run.event("failure", failure.model_dump(mode="json"))
     run.event("decision", {"failure": f"{failure.layer}/{failure.kind}", **action.model_dump(mode="json")})
-    _emit("suture_failure", run=run.info, failure=failure)
-    _emit("suture_recovery", run=run.info, failure=failure, action=action)
+    emit("suture_failure", run=run.info, failure=failure)
+    emit("suture_recovery", run=run.info, failure=failure, action=action)
 
 
 def decide_for_step(step: Any, frame: Any, idx: str, exc: Exception, history: list[Failure]) -> float:
     """A step raised ``exc``: return the delay before retrying it in place, or raise.
 
     Raises :class:`StepFailed` (the failure handed to the agent's code) or
-    :class:`~suture.runtime.AttemptAborted` (escalate, ask a human, give up: the attempt ends).
+    :class:`~suture.errors.AttemptAborted` (escalate, ask a human, give up: the attempt ends).
     """
-    from .runtime import AttemptAborted
-
     run = frame.run if frame is not None else None
     context = FailureContext(
         run_id=run.run_id if run else None,
@@ -70,8 +63,6 @@ def decide_for_step(step: Any, frame: Any, idx: str, exc: Exception, history: li
 def decide_for_attempt(run: Any, exc: BaseException, history: list[Failure], *, can_escalate: bool) -> tuple[Failure, Action]:
     """An attempt ended with ``exc``: classify it (if a step did not already) and choose what next
     (see :func:`attempt_action`)."""
-    from .runtime import AttemptAborted
-
     policy = policy_for(run)
     if isinstance(exc, AttemptAborted):
         failure, action = exc.failure, exc.action

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 import suture
-from suture.runtime import SutureWarning
+from suture import SutureWarning
 
 
 def make_counter():

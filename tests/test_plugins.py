@@ -118,7 +118,8 @@ def test_disabled_builtin_is_not_called(monkeypatch):
 
 def test_import_suture_is_light():
     code = ("import sys, suture; heavy = [m for m in ('prefect', 'flytekit', 'flyte', 'e2b', "
-            "'e2b_code_interpreter', 'openai', 'click', 'rich', 'asyncio', 'httpx') if m in sys.modules]; "
+            "'e2b_code_interpreter', 'openai', 'click', 'rich', 'asyncio', 'httpx', 'pydantic_ai', 'agents', "
+            "'opentelemetry', 'psycopg') if m in sys.modules]; "
             "print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -25,12 +25,11 @@ def _write(path: str, outcome: dict[str, Any]) -> None:
 
 def main() -> int:
     from suture.adapters.local import load_agent
-    from suture.agent import RunHandle, attempt_sync
+    from suture.runs import RunHandle, attempt_sync
     from suture.config import get_store
-    from suture.errors import LeaseError, StepFailed, Suspended, SutureError
+    from suture.errors import AttemptAborted, LeaseError, StepFailed, StopAttempt, Suspended, SutureError
     from suture.failures import Resources
     from suture.recovery import decide_for_attempt
-    from suture.runtime import AttemptAborted, StopAttempt
 
     env = os.environ
     out = env["SUTURE_OUTCOME_FILE"]
@@ -80,7 +79,7 @@ def main() -> int:
 def _run_async(run: Any, ag: Any, args: tuple, kwargs: dict) -> Any:
     import asyncio
 
-    from suture.agent import attempt_async
+    from suture.runs import attempt_async
 
     return asyncio.run(attempt_async(run, ag.fn, args, kwargs))
 

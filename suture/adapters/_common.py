@@ -42,7 +42,7 @@ class Attempt:
 
     def __init__(self, ag: Any, run_id: str, *, adapter: str, labels: dict[str, Any] | None = None,
                  can_escalate: bool = False, before_start: Callable[[Any], None] | None = None) -> None:
-        from ..agent import RunHandle
+        from ..runs import RunHandle
         from ..config import get_store
 
         self.ag, self.can_escalate = ag, can_escalate
@@ -51,8 +51,7 @@ class Attempt:
         self.done, raw = self.h.finished_result
         self.result = ag.decode_result(raw) if self.done else None
         if self.done:
-            self.h.release_lease_only()
-            self.h.store.release_run(run_id, self.h.token, "succeeded", result=raw[0], serializer=raw[1])
+            self.h.release_finished(raw)
             return
         if before_start is not None:
             before_start(self.h)
@@ -105,7 +104,7 @@ class Attempt:
         if action.kind in ("retry", "escalate"):
             self.h.finish("retrying", error=exc)
             return action.kind, (exc if action.kind == "retry" else failure)
-        return "give_up", self.ag._give_up(self.h, failure, action, history + [failure], exc)
+        return "give_up", self.h.give_up(failure, action, history + [failure])
 
 
 def _settled_by_suture(exc: BaseException) -> bool:
@@ -121,7 +120,7 @@ def orchestrated(ag: Any, f: Callable[..., Any], begin: Callable[[tuple, dict], 
     """
     import functools
 
-    from ..agent import attempt_async, attempt_sync
+    from ..runs import attempt_async, attempt_sync
 
     if ag.is_async:
 

@@ -108,9 +108,9 @@ def _ask_condition(question: str, schema: Any, qid: str, *, attempt: int) -> Any
     import flyte
 
     from ..errors import SutureError
-    from ..human import _schema_of, validate_answer
+    from ..human import schema_of, validate_answer
 
-    shape = _schema_of(schema)
+    shape = schema_of(schema)
     shape.pop("x-suture-model", None)
     free_text = schema is None
     base = re.sub(r"[^a-z0-9-]+", "-", f"suture-{qid}-a{attempt}".lower()).strip("-")[:60]

@@ -39,7 +39,8 @@ import sys
 import time
 from typing import Any, Callable
 
-from ..agent import build_agent, new_run_id
+from ..agent import build_agent
+from ..runs import new_run_id
 from ._checkpoint import CheckpointWriter, import_checkpoint, parse_checkpoint
 from ._common import Attempt, orchestrated, resolve_key
 

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, Preempted, SutureError, Suspended
+from ..manager import hookimpl
 
 POLL_SECONDS = 0.02
 RLIMIT_FACTOR = 1.25
@@ -244,14 +245,15 @@ class _Preemption:
 
 def run_isolated(agent: Any, args: tuple, kwargs: dict, run_id: str) -> Any:
     """Run ``agent`` with each attempt in a child process; see the module docstring."""
-    from ..agent import _Budget, _emit
     from ..failures import Action, Failure, FailureContext, Resources, choose_action, classify
+    from ..manager import emit
     from ..recovery import attempt_action
+    from ..runs import Budget
 
-    h, done, value = agent._open(args, kwargs, run_id)
+    h, done, value = agent.open(args, kwargs, run_id)
     if done:
         return value
-    budget = _Budget()
+    budget = Budget()
     resources: Resources = agent.options.first_resources()
     workdir = Path(tempfile.mkdtemp(prefix="suture-attempt-"))
     args_file = workdir / "args.pkl"
@@ -263,9 +265,7 @@ def run_isolated(agent: Any, args: tuple, kwargs: dict, run_id: str) -> Any:
                           f"they cannot be pickled: {exc}") from exc
     with _Preemption() as preemption:
         while True:
-            attempt = h.store.start_attempt(h.run_id, h.token, resources.model_dump(exclude_none=True), None)
-            h.info.attempt = attempt
-            _emit("suture_attempt_start", run=h.info, attempt=attempt, resources=resources)
+            attempt = h.open_attempt(resources)
             outcome_file = workdir / f"outcome-{attempt}.json"
             env = dict(os.environ)
             env.update({
@@ -289,9 +289,8 @@ def run_isolated(agent: Any, args: tuple, kwargs: dict, run_id: str) -> Any:
             if status == "succeeded":
                 raw = (base64.b64decode(outcome["result"]) if outcome.get("binary") else outcome["result"],
                        outcome["serializer"])
-                h.release_lease_only()
-                h.store.release_run(h.run_id, h.token, "succeeded", result=raw[0], serializer=raw[1])
-                _emit("suture_run_end", run=h.info, status="succeeded", error=None)
+                h.release_finished(raw)
+                emit("suture_run_end", run=h.info, status="succeeded", error=None)
                 h.publish_report("succeeded")
                 return agent.decode_result(raw)
             if status == "suspended":
@@ -317,29 +316,43 @@ def run_isolated(agent: Any, args: tuple, kwargs: dict, run_id: str) -> Any:
                 failure = classify(evidence=child.evidence(code), context=context)
                 policy = agent.options.policy()
                 action = attempt_action(choose_action(failure, h.history(), policy), policy, can_escalate=True)
-                h.store.add_event(h.run_id, attempt, "failure", failure.model_dump(mode="json"))
-                h.store.add_event(h.run_id, attempt, "decision", {"failure": f"{failure.layer}/{failure.kind}",
-                                                                  **action.model_dump(mode="json")})
-                _emit("suture_failure", run=h.info, failure=failure)
-                _emit("suture_recovery", run=h.info, failure=failure, action=action)
-                h.store.end_attempt(h.run_id, attempt, "failed", {}, failure.model_dump(mode="json"),
-                                    action.model_dump(mode="json"))
-            budget.history.append(failure)
-            if action.spends_budget:
-                budget.spent += 1
+                h.record_failure(attempt, failure, action)
+            budget.charge(failure, action)
             if action.kind in ("retry", "escalate") and budget.spent < agent.options.max_attempts:
                 if action.kind == "escalate" and action.resources is not None:
-                    h.store.add_event(h.run_id, attempt, "escalation", {
-                        "from": resources.model_dump(exclude_none=True),
-                        "to": action.resources.model_dump(exclude_none=True),
-                        "failure": f"{failure.layer}/{failure.kind}"})
-                    _emit("suture_escalation", run=h.info, previous=resources, resources=action.resources,
-                          failure=failure)
+                    h.record_escalation(attempt, resources, action.resources, failure)
                     resources = action.resources
                 time.sleep(action.delay)
                 continue
             if action.kind in ("retry", "escalate"):
                 action = Action(kind="give_up", reason=f"{agent.options.max_attempts} attempt(s) spent; "
                                                       f"{action.reason}")
-            raise agent._give_up(h, failure, action, budget.history, None)
+            raise h.give_up(failure, action, budget.history)
 
+
+# ------------------------------------------------------------------------------------------------
+# the local adapter's hooks: the attempt runner, and `suture resume`
+# ------------------------------------------------------------------------------------------------
+
+
+@hookimpl(trylast=True)
+def suture_attempt_runner(agent: Any) -> Any:
+    """Agents with real limits (``memory=``, ``timeout=``, ``isolate=True``) run attempts in children."""
+    if agent.options.isolated and not os.environ.get("SUTURE_CHILD_ATTEMPT"):
+        return run_isolated
+    return None
+
+
+@hookimpl
+def suture_register_commands(cli: Any) -> None:
+    import click
+
+    @cli.command()
+    @click.argument("run_id")
+    @click.pass_context
+    def resume(ctx: click.Context, run_id: str) -> None:
+        """Relaunch a crashed, failed or suspended local run from its recorded entry point."""
+        if ctx.obj.get("store"):
+            os.environ["SUTURE_STORE_URL"] = ctx.obj["store"]
+        result = resume_run(run_id)
+        click.echo(json.dumps(result, default=str) if not isinstance(result, str) else result)

@@ -40,8 +40,8 @@ from typing import Any
 from ..agent import build_agent
 from ..errors import ConfigError, GiveUp, StepFailed, StoreError, SutureError
 from ..failures import Action
-from ..manager import hookimpl
 from ._common import Attempt, orchestrated, resolve_key
+from .prefect_logs import ensure_plugin as _ensure_plugin
 
 RUN_TAG = "suture-run:"
 
@@ -75,71 +75,6 @@ def job_variables_for(pool_type: str, memory: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------
-# logs in the flow run
-# ------------------------------------------------------------------------------------------------
-
-
-class PrefectLogs:
-    """Observability plugin: suture's events in the flow-run logs (only inside a Prefect run)."""
-
-    @staticmethod
-    def _logger() -> Any:
-        from prefect.context import FlowRunContext, TaskRunContext
-
-        if FlowRunContext.get() is None and TaskRunContext.get() is None:
-            return None
-        from prefect.logging import get_run_logger
-
-        return get_run_logger()
-
-    @hookimpl
-    def suture_failure(self, run: Any, failure: Any) -> None:
-        if run.adapter == "prefect" and (log := self._logger()):
-            log.warning("suture: %s/%s failure%s: %s", failure.layer, failure.kind,
-                        f" in step {failure.step!r}" if failure.step else "", failure.message)
-
-    @hookimpl
-    def suture_recovery(self, run: Any, failure: Any, action: Any) -> None:
-        if run.adapter == "prefect" and (log := self._logger()):
-            log.warning("suture: decision %s (%s)", action.kind, action.reason)
-
-    @hookimpl
-    def suture_divergence(self, run: Any, call: Any, recorded: str, current: str, dropped: int) -> None:
-        if run.adapter == "prefect" and (log := self._logger()):
-            log.warning("suture: step %s diverged from the journal; %d later entries run again", call.step, dropped)
-
-    @hookimpl
-    def suture_attempt_end(self, run: Any, attempt: int, stats: Any) -> None:
-        if run.adapter == "prefect" and (log := self._logger()):
-            log.info("suture: attempt %d of run %s: %d steps replayed from the journal, %d served from the "
-                     "global cache, %d run live", attempt, run.run_id, stats.replayed, stats.cached, stats.live)
-
-    @hookimpl
-    def suture_escalation(self, run: Any, previous: Any, resources: Any, failure: Any) -> None:
-        if run.adapter == "prefect" and (log := self._logger()):
-            log.warning("suture: escalation after %s/%s: %s -> %s", failure.layer, failure.kind,
-                        previous, resources)
-
-    @hookimpl
-    def suture_suspend(self, run: Any, question: Any) -> None:
-        if run.adapter == "prefect" and (log := self._logger()):
-            log.warning("suture: waiting for a human answer to %r (answer it in the Prefect UI or with "
-                        "resume_flow_run(flow_run_id, run_input={...}))", question.question)
-
-
-_plugin: PrefectLogs | None = None
-
-
-def _ensure_plugin() -> None:
-    global _plugin
-    if _plugin is None:
-        from ..manager import register
-
-        _plugin = PrefectLogs()
-        register(_plugin, name="prefect-logs")
-
-
-# ------------------------------------------------------------------------------------------------
 # the decorator
 # ------------------------------------------------------------------------------------------------
 
@@ -170,16 +105,36 @@ def _run_id(ag: Any, run_key: Any, args: tuple, kwargs: dict) -> tuple[str, dict
     return str(flow_run.id), labels
 
 
-def _answer_through(wait: str) -> Any:
-    def ask(question: str, schema: Any, qid: str) -> Any:
-        return _pause_for_answer(question, schema, qid, suspend=(wait == "suspend"))
+def _given_answer(key: str) -> Any:
+    """The answer a person already gave to the suspension ``key`` of this flow run, or ``None``.
 
-    return ask
+    Read before suspending: a resumed flow run replays to its question and must get the answer
+    without suspending again (and without recording a suspension that does not happen).
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.context import FlowRunContext
+    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None:
+        return None
+    with get_client(sync_client=True) as client:  # the sync client: no dispatch to async in async flows
+        try:
+            raw = client.read_flow_run_input(flow_run_id=ctx.flow_run.id, key=f"suspended-{key}-response")
+        except ObjectNotFound:
+            return None
+        except PrefectHTTPStatusError as exc:
+            if exc.response.status_code == 404:
+                return None
+            raise
+    import json
+
+    return json.loads(raw) if raw else None
 
 
-def _pause_for_answer(question: str, schema: Any, qid: str, suspend: bool = False) -> Any:
+def _pause_for_answer(question: str, schema: Any, qid: str, suspend: bool = False,
+                      before_suspend: Callable[[], None] | None = None) -> Any:
     from prefect.context import TaskRunContext
-    from prefect.flow_runs import pause_flow_run, suspend_flow_run
 
     if TaskRunContext.get() is not None:
         raise SutureError(
@@ -197,7 +152,25 @@ def _pause_for_answer(question: str, schema: Any, qid: str, suspend: bool = Fals
     key = re.sub(r"[^a-z0-9-]", "-", qid.lower())
     # suspend: the process exits; answering reschedules the flow run, which replays to here.
     # pause: the process waits (polling the API) until the flow run is resumed.
+    if suspend and (given := _given_answer(key)) is not None:
+        answer: Any = form(**given)
+    else:
+        answer = _wait_for_answer(question, qid, form, key, suspend, before_suspend)
+    data = answer.model_dump(exclude={"metadata"}) if hasattr(answer, "model_dump") else answer
+    if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
+        return data["answer"]
+    return {k: v for k, v in data.items() if k in schema.model_fields}
+
+
+def _wait_for_answer(question: str, qid: str, form: Any, key: str, suspend: bool,
+                     before_suspend: Callable[[], None] | None) -> Any:
+    from prefect.flow_runs import pause_flow_run, suspend_flow_run
+
     _announce(question, qid, form)
+    if suspend and before_suspend is not None:
+        # suspend_flow_run ends this process (in an async flow Prefect may stop the flow's code before
+        # any exception reaches suture): record the suspension first
+        before_suspend()
     wait = suspend_flow_run if suspend else pause_flow_run
     kwargs = {"wait_for_input": form.with_initial_data(description=question), "timeout": 7 * 24 * 3600, "key": key}
     if _in_async_flow():
@@ -206,13 +179,8 @@ def _pause_for_answer(question: str, schema: Any, qid: str, suspend: bool = Fals
         # flow's event loop while a person answers: the flow run is paused anyway)
         from prefect.utilities.asyncutils import run_coro_as_sync
 
-        answer = run_coro_as_sync(wait.aio(**kwargs))
-    else:
-        answer = wait(**kwargs)
-    data = answer.model_dump(exclude={"metadata"}) if hasattr(answer, "model_dump") else answer
-    if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
-        return data["answer"]
-    return {k: v for k, v in data.items() if k in schema.model_fields}
+        return run_coro_as_sync(wait.aio(**kwargs))
+    return wait(**kwargs)
 
 
 def _announce(question: str, qid: str, form: Any) -> None:
@@ -221,7 +189,7 @@ def _announce(question: str, qid: str, form: Any) -> None:
 
     from ..manager import hook
     from ..models import Question
-    from ..runtime import current_run
+    from ..context import current_run
 
     run = current_run()
     if run is None:
@@ -333,11 +301,26 @@ class _Attempt(Attempt):
         _ensure_plugin()
         run_id, labels = _run_id(ag, run_key, args, kwargs)
         self.publish, self.final = publish, False
+        self.suspend, self.suspended = wait_for_answer == "suspend", False
         super().__init__(ag, run_id, adapter="prefect", labels=labels)
         if not self.done:
-            self.run.asker = _answer_through(wait_for_answer)
+            self.run.asker = self.ask
             if as_tasks:
                 self.run.live_call = _as_task
+
+    def ask(self, question: str, schema: Any, qid: str) -> Any:
+        """``suture.ask`` in this flow run: pause (or suspend) it with a ``RunInput`` form."""
+        return _pause_for_answer(question, schema, qid, suspend=self.suspend, before_suspend=self._suspending)
+
+    def _suspending(self) -> None:
+        self.run.flush()
+        self.h.end_attempt(self.run, "suspended")
+        self.h.finish("suspended", error=None)
+        self.suspended = True
+
+    def interrupted(self, exc: BaseException) -> None:
+        if not self.suspended:  # a suspension is recorded before Prefect suspends
+            super().interrupted(exc)
 
     def succeeded(self, result: Any) -> Any:
         super().succeeded(result)
@@ -351,9 +334,9 @@ class _Attempt(Attempt):
             self.final = not _prefect_will_retry()  # Prefect's budget is spent: the run ends here
             return err
         if kind == "escalate":  # a memory failure in process: Prefect cannot give it more memory here
-            kind, err = "give_up", self.ag._give_up(self.h, err, Action(kind="give_up", reason=(
+            kind, err = "give_up", self.h.give_up(err, Action(kind="give_up", reason=(
                 "out of memory inside the flow run: re-run its deployment one rung up with "
-                "`suture prefect escalate <flow run id>`")), self.h.history(), exc)
+                "`suture prefect escalate <flow run id>`")), self.h.history())
         _stop_prefect_retries()
         self.final = True  # given up (or suture's own error): the run ends here
         return err

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import errno
 import signal as _signal
-import traceback
-from email.utils import parsedate_to_datetime
-from typing import Any, Iterator
+from typing import Any
 
-from ..failures import Evidence, ExceptionInfo, Failure, format_memory
+from ..evidence import chain as _chain
+from ..evidence import status_of as _status_of
+from ..failures import Evidence, Failure, format_memory
 from ..manager import hookimpl
 
 _NET_ERRNOS = {
@@ -26,20 +26,6 @@ _PREEMPT_REASONS = {"evicted", "preempted", "preemption", "spotinterruption", "n
 _OOM_NEAR = 0.9  # RSS at or above this share of the limit at a SIGKILL means the OOM killer
 
 
-# ------------------------------------------------------------------------------------------------
-# evidence
-# ------------------------------------------------------------------------------------------------
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        yield cur
-        cur = cur.__cause__ or (None if cur.__suppress_context__ else cur.__context__)
-
-
 def _names(exc: BaseException) -> set[str]:
     """``module.Name`` and ``Name`` of every class in the exception's MRO."""
     out = set()
@@ -47,55 +33,6 @@ def _names(exc: BaseException) -> set[str]:
         out.add(cls.__name__)
         out.add(f"{cls.__module__.split('.')[0]}.{cls.__name__}")
     return out
-
-
-def _status_of(exc: BaseException) -> int | None:
-    for holder in (exc, getattr(exc, "response", None)):
-        code = getattr(holder, "status_code", None)
-        if isinstance(code, int):
-            return code
-    return None
-
-
-def parse_retry_after(value: Any) -> float | None:
-    """Seconds from a Retry-After header (delta seconds or an HTTP date)."""
-    if value is None:
-        return None
-    text = str(value).strip()
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        pass
-    try:
-        import time
-
-        return max(0.0, parsedate_to_datetime(text).timestamp() - time.time())
-    except (TypeError, ValueError, IndexError):
-        return None
-
-
-def _retry_after_of(exc: BaseException) -> float | None:
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None) or getattr(exc, "headers", None)
-    if headers is None:
-        return None
-    try:
-        value = headers.get("retry-after") or headers.get("Retry-After")
-    except AttributeError:
-        return None
-    return parse_retry_after(value)
-
-
-def exception_evidence(exc: BaseException) -> Evidence:
-    """Evidence of an in-process exception."""
-    chain = [ExceptionInfo(type=type(e).__qualname__, module=type(e).__module__, message=str(e)[:500])
-             for e in _chain(exc)]
-    status = retry = None
-    for e in _chain(exc):
-        status = status if status is not None else _status_of(e)
-        retry = retry if retry is not None else _retry_after_of(e)
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return Evidence(exception_chain=chain, traceback_tail=tb[-2000:], http_status=status, retry_after=retry)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -200,61 +137,3 @@ def suture_classify_failure(error: BaseException | None, evidence: Any, context:
     if error is not None:
         return classify_exception(error, ev)
     return classify_evidence(ev)
-
-
-# ------------------------------------------------------------------------------------------------
-# the prompt
-# ------------------------------------------------------------------------------------------------
-
-PROMPT_LIMIT = 1500
-
-
-def _cut(text: str, n: int) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= n else text[: max(0, n - 1)] + "…"
-
-
-def render_prompt(failure: Failure) -> str:
-    """Compact text for a model: what happened, where, what was tried, what can be done next."""
-    f, ev = failure, failure.evidence
-    where = f" in step {f.step!r}" if f.step else ""
-    attempt = f" (attempt {f.attempt})" if f.attempt else ""
-    head = f"FAILURE [{f.layer}/{f.kind}]{where}{attempt}: {_cut(f.message, 300)}"
-    facts = []
-    if ev.peak_rss_bytes and ev.limit_bytes:
-        facts.append(f"peak memory {format_memory(ev.peak_rss_bytes)} of a {format_memory(ev.limit_bytes)} limit")
-    if ev.signal:
-        try:
-            facts.append(f"killed by {_signal.Signals(ev.signal).name}")
-        except ValueError:
-            facts.append(f"signal {ev.signal}")
-    elif ev.exit_code is not None:
-        facts.append(f"exit code {ev.exit_code}")
-    if ev.http_status:
-        facts.append(f"HTTP {ev.http_status}")
-    if ev.retry_after is not None:
-        facts.append(f"Retry-After {ev.retry_after:g}s")
-    if ev.reason:
-        facts.append(f"reason {ev.reason}")
-    if f.resources.model_dump(exclude_none=True):
-        facts.append(f"resources {f.resources.describe()}")
-    parts = [head]
-    if facts:
-        parts.append("Evidence: " + "; ".join(facts) + ".")
-    if ev.exception_chain and len(ev.exception_chain) > 1:
-        parts.append("Caused by: " + _cut(" <- ".join(f"{e.type}: {e.message}" for e in ev.exception_chain[1:]), 200))
-    if ev.traceback_tail and f.layer in ("code", "sandbox", "semantic"):
-        lines = [ln.strip() for ln in ev.traceback_tail.strip().splitlines() if ln.strip()]
-        parts.append("Where: " + _cut(" | ".join(lines[-3:]), 300))
-    if f.history:
-        tried = [f"#{h.attempt} {h.resources.describe()}: {h.layer}/{h.kind}" for h in f.history[-4:]]
-        more = f" (+{len(f.history) - 4} earlier)" if len(f.history) > 4 else ""
-        parts.append("Tried so far: " + "; ".join(tried) + more + ".")
-    if f.available_actions:
-        parts.append("What can be done next: " + "; ".join(f.available_actions) + ".")
-    if ev.stderr_tail:
-        parts.append("stderr tail: " + _cut(ev.stderr_tail[-400:], 240))
-    text = "\n".join(parts)
-    if len(text) > PROMPT_LIMIT:  # drop from the least important end, keep the head whole
-        text = text[: PROMPT_LIMIT - 1] + "…"
-    return text

@@ -36,8 +36,9 @@ def _exhausted(policy: RecoveryPolicy, reason: str) -> Action:
     return Action(kind="give_up", reason=reason)
 
 
-def describe_options(failure: Failure, history: list[Failure], policy: RecoveryPolicy) -> list[str]:
-    """What can still be done, in words for the failure's prompt."""
+@hookimpl(trylast=True)
+def suture_describe_options(failure: Failure, history: list[Failure], policy: RecoveryPolicy) -> list[str]:
+    """What can still be done under the default ladder, in words for the failure's prompt."""
     left = policy.max_attempts - _spent(history) - (0 if failure.layer == "preemption" else 1)
     out = []
     if failure.layer in ("memory", "gpu"):

@@ -17,58 +17,12 @@ is a journaled step, so a resumed run does not redo finished rounds.
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from pydantic import BaseModel, Field
 
 from ..errors import SutureError
-
-
-class ExecutionError(BaseModel):
-    """An error raised by the executed code."""
-
-    name: str
-    value: str = ""
-    traceback: str = ""
-
-
-class Execution(BaseModel):
-    """The outcome of one ``run(code)``."""
-
-    stdout: str = ""
-    stderr: str = ""
-    result: str | None = None
-    error: ExecutionError | None = None
-    duration: float = 0.0
-    state_lost: bool = False
-    isolation: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-class SandboxFailure(SutureError):
-    """The sandbox itself failed (could not start, died, protocol broke): ``e.failure``."""
-
-    def __init__(self, failure: Any) -> None:
-        super().__init__(f"sandbox failure [{failure.kind}]: {failure.message}")
-        self.failure = failure
-
-
-@runtime_checkable
-class Session(Protocol):
-    """What a sandbox backend's session offers."""
-
-    isolation: str
-
-    def run(self, code: str, *, timeout: float | None = None) -> Execution: ...
-
-    def write_file(self, path: str, data: bytes | str) -> None: ...
-
-    def read_file(self, path: str) -> bytes: ...
-
-    def close(self) -> None: ...
+from .models import Execution, ExecutionError, SandboxFailure, Session
 
 
 def open(backend: str = "local", **limits: Any) -> Any:  # noqa: A001 - the interface's name
@@ -209,7 +163,7 @@ def _repair(code: str, execution: dict[str, Any], round_no: int) -> str | None:
 
 
 def _steps() -> tuple[Any, Any]:
-    from ..runtime import Step
+    from ..step import Step
 
     round_step = Step(_round, name="suture.sandbox.round")
     repair_step = Step(_repair, name="suture.sandbox.repair")

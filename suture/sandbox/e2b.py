@@ -17,7 +17,7 @@ import os
 import time
 from typing import Any
 
-from . import Execution, ExecutionError, SandboxFailure
+from .models import Execution, ExecutionError, SandboxFailure
 
 
 class E2BSession:

@@ -33,7 +33,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from . import Execution, ExecutionError, SandboxFailure
+from .models import Execution, ExecutionError, SandboxFailure
 from .seccomp import build_filter
 
 WORKER = Path(__file__).with_name("worker.py")

@@ -7,7 +7,6 @@ transaction begins, and how driver errors are explained; everything else is here
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import threading
 import time
@@ -15,8 +14,14 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from ..errors import LeaseError, StoreError
-from ..models import AttemptRow, CacheRow, EntryRow, Question, RunRecord
-from .base import CachePut, Store, holder_is_dead
+from ..models import AttemptRow, EntryRow
+from ._values import blob as _blob
+from ._values import dump as _dump
+from ._values import load as _load
+from ._values import run_record as _run_record
+from .base import Store, holder_is_dead
+from .schema import apply_migrations, stored_version
+from .sql_shared import SharedTables
 
 _JOURNAL_COLS = (
     "run_id, path, name, idx, seq, fingerprint, kind, source, output, serializer, "
@@ -26,7 +31,7 @@ _JOURNAL_COLS = (
 BLOB_THRESHOLD = int(os.environ.get("SUTURE_BLOB_THRESHOLD", str(1024 * 1024)))
 
 
-class SqlStore(Store):
+class SqlStore(SharedTables, Store):
     """Generic SQL store. Subclasses set ``paramstyle`` and implement the dialect methods."""
 
     #: "qmark" (``?``) or "format" (``%s``)
@@ -403,167 +408,6 @@ class SqlStore(Store):
             for r in rows
         ]
 
-    # ---- global cache ---------------------------------------------------------------------------
-    def cache_get(self, key):
-        rows = self._read("SELECT COALESCE(c.value, b.data), c.serializer, c.duration, c.expires_at FROM suture_cache c "
-                          "LEFT JOIN suture_blobs b ON b.digest = c.blob WHERE c.key = ?", (key,),
-                          doing="reading the cache")
-        if not rows or (rows[0][3] is not None and rows[0][3] <= time.time()):
-            return None
-        row = rows[0]
-        return self._bout(row[0]), row[1], row[2] or 0.0
-
-    def cache_put(self, put):
-        blobs: list[tuple] = []
-        value, ref = self._split(put[3], blobs)
-        with self._tx("writing a cache entry") as conn:
-            for blob in blobs:
-                self._blob_put(conn, blob)
-            self._cache_upsert(conn, put[:3] + (value,) + put[4:] + (ref,))
-
-    def cache_hit(self, key, saved):
-        with self._tx("counting a cache hit") as conn:
-            self._cache_count_hit(conn, key, saved)
-
-    def _cache_upsert(self, conn: Any, put: CachePut) -> None:
-        key, step, version, value, serializer, created, expires, duration, blob = put
-        conn.execute(
-            self._q(
-                "INSERT INTO suture_cache (key, step, version, value, serializer, created_at, "
-                "expires_at, hits, duration, blob) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value, serializer = excluded.serializer, "
-                "created_at = excluded.created_at, expires_at = excluded.expires_at, "
-                "duration = excluded.duration, blob = excluded.blob"
-            ),
-            (key, step, version, value, serializer, created, expires, duration, blob),
-        )
-        conn.execute(
-            self._q(
-                "INSERT INTO suture_cache_stats (step, hits, misses, saved_seconds) VALUES (?, 0, 1, 0) "
-                "ON CONFLICT (step) DO UPDATE SET misses = suture_cache_stats.misses + 1"
-            ),
-            (step,),
-        )
-
-    def _cache_count_hit(self, conn: Any, key: str, saved: float) -> None:
-        conn.execute(self._q("UPDATE suture_cache SET hits = hits + 1 WHERE key = ?"), (key,))
-        conn.execute(
-            self._q(
-                "INSERT INTO suture_cache_stats (step, hits, misses, saved_seconds) "
-                "SELECT step, 1, 0, ? FROM suture_cache WHERE key = ? "
-                "ON CONFLICT (step) DO UPDATE SET hits = suture_cache_stats.hits + 1, "
-                "saved_seconds = suture_cache_stats.saved_seconds + excluded.saved_seconds"
-            ),
-            (saved, key),
-        )
-
-    def cache_list(self, step=None, limit=200):
-        where = "WHERE step = ?" if step else ""
-        params: tuple = (step, limit) if step else (limit,)
-        rows = self._read(
-            "SELECT key, step, version, created_at, expires_at, hits, duration, LENGTH(value) "
-            f"FROM suture_cache {where} ORDER BY created_at DESC LIMIT ?",
-            params,
-        )
-        return [
-            CacheRow(
-                key=r[0], step=r[1], version=r[2], created_at=r[3], expires_at=r[4], hits=r[5],
-                duration=r[6] or 0.0, size=r[7] or 0,
-            )
-            for r in rows
-        ]
-
-    def cache_clear(self, step=None, expired_only=False):
-        clauses, params = [], []
-        if step:
-            clauses.append("step = ?")
-            params.append(step)
-        if expired_only:
-            clauses.append("expires_at IS NOT NULL AND expires_at <= ?")
-            params.append(time.time())
-        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-        with self._tx("clearing the cache"):
-            return self._exec(f"DELETE FROM suture_cache {where}", tuple(params)).rowcount
-
-    def cache_stats(self):
-        rows = self._read("SELECT step, hits, misses, saved_seconds FROM suture_cache_stats ORDER BY step")
-        return {r[0]: {"hits": r[1], "misses": r[2], "saved_seconds": r[3]} for r in rows}
-
-    def gc(self):
-        with self._tx("collecting unreferenced blobs"):
-            return self._exec(
-                "DELETE FROM suture_blobs WHERE digest NOT IN "
-                "(SELECT blob FROM suture_journal WHERE blob IS NOT NULL) AND digest NOT IN "
-                "(SELECT blob FROM suture_cache WHERE blob IS NOT NULL)"
-            ).rowcount
-
-    # ---- state ------------------------------------------------------------------------------------
-    def state_get(self, key):
-        rows = self._read("SELECT value FROM suture_state WHERE key = ?", (key,))
-        return rows[0][0] if rows else None
-
-    def state_put(self, key, value, run_id):
-        with self._tx(f"saving state {key!r}") as conn:
-            self._state_upsert(conn, key, value, run_id, time.time())
-
-    def _state_upsert(self, conn: Any, key: str, value: str, run_id: str | None, now: float) -> None:
-        conn.execute(
-            self._q(
-                "INSERT INTO suture_state (key, value, run_id, updated_at, version) VALUES (?, ?, ?, ?, 1) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value, run_id = excluded.run_id, "
-                "updated_at = excluded.updated_at, version = suture_state.version + 1"
-            ),
-            (key, value, run_id, now),
-        )
-
-    # ---- questions --------------------------------------------------------------------------------
-    def question_put(self, question):
-        with self._tx("storing a question"):
-            self._exec(
-                "INSERT INTO suture_questions (run_id, qid, question, schema, status, answer, created_at) "
-                "VALUES (?, ?, ?, ?, 'pending', NULL, ?) ON CONFLICT (run_id, qid) DO NOTHING",
-                (question.run_id, question.qid, question.question, _dump(question.schema_), time.time()),
-            )
-
-    def question_get(self, run_id, qid):
-        found = self._questions("WHERE run_id = ? AND qid = ?", (run_id, qid))
-        return found[0] if found else None
-
-    def question_answer(self, run_id, qid, answer):
-        with self._tx("recording an answer"):
-            cur = self._exec(
-                "UPDATE suture_questions SET status = 'answered', answer = ?, answered_at = ? "
-                "WHERE run_id = ? AND qid = ?",
-                (_dump(answer), time.time(), run_id, qid),
-            )
-            if cur.rowcount != 1:
-                raise StoreError(f"run {run_id!r} has no question {qid!r}")
-
-    def questions(self, run_id=None, status="pending"):
-        clauses, params = [], []
-        if run_id:
-            clauses.append("run_id = ?")
-            params.append(run_id)
-        if status:
-            clauses.append("status = ?")
-            params.append(status)
-        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-        return self._questions(where, tuple(params))
-
-    def _questions(self, where: str, params: tuple) -> list[Question]:
-        rows = self._read(
-            "SELECT run_id, qid, question, schema, status, answer, created_at, answered_at "
-            f"FROM suture_questions {where} ORDER BY created_at",
-            params,
-        )
-        return [
-            Question(
-                run_id=r[0], qid=r[1], question=r[2], schema=_load(r[3]) or {}, status=r[4],
-                answer=_load(r[5]), created_at=r[6], answered_at=r[7],
-            )
-            for r in rows
-        ]
-
     def close(self):
         with self._lock:
             try:
@@ -572,54 +416,4 @@ class SqlStore(Store):
                 pass
 
 
-def stored_version(conn: Any, has_meta: bool, where: str) -> int:
-    """The schema version a store was written with (0 for an empty one); refuses a newer one."""
-    from ..errors import SchemaVersionError
-    from .base import SCHEMA_VERSION
-
-    version = 0
-    if has_meta:
-        row = conn.execute("SELECT value FROM suture_meta WHERE key = 'schema_version'").fetchone()
-        version = int(row[0]) if row else 0
-    if version > SCHEMA_VERSION:
-        raise SchemaVersionError(
-            f"the suture store {where} has schema version {version}, written by a newer suture; this suture "
-            f"understands up to version {SCHEMA_VERSION}. Upgrade suture (pip install -U suture) or use another "
-            f"store. Nothing was changed."
-        )
-    return version
-
-
-def apply_migrations(conn: Any, migrations: dict[int, str], version: int, placeholder: str) -> None:
-    """Run the DDL from ``version`` up to the current schema and record it (inside a transaction)."""
-    from .base import SCHEMA_VERSION
-
-    for v in range(version + 1, SCHEMA_VERSION + 1):
-        for statement in migrations[v].split(";"):
-            if statement.strip():
-                conn.execute(statement)
-    conn.execute(
-        f"INSERT INTO suture_meta (key, value) VALUES ('schema_version', {placeholder}) "
-        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        (str(SCHEMA_VERSION),),
-    )
-
-
-def _dump(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"), default=str)
-
-
-def _load(text: Any) -> Any:
-    return None if text is None else json.loads(text)
-
-
-def _blob(value: Any) -> Any:
-    return bytes(value) if isinstance(value, memoryview) else value
-
-
-def _run_record(row: tuple) -> RunRecord:
-    return RunRecord(
-        run_id=row[0], agent=row[1], status=row[2], created_at=row[3], updated_at=row[4],
-        attempts=row[5] or 0, entry=_load(row[6]), error=row[7], lease_owner=row[8],
-        labels=_load(row[9]) or {},
-    )
+__all__ = ["BLOB_THRESHOLD", "SqlStore", "apply_migrations", "stored_version"]

@@ -21,7 +21,7 @@ def suture_register_commands(cli: Any) -> None:
     @click.option("--pool-type", default=None, help="Work pool type (default: the deployment's pool's type).")
     def escalate_cmd(flow_run_id: str, memory: str, pool_type: str | None) -> None:
         """Re-run a flow run that crashed for memory, one rung up, continuing its journal."""
-        from ..adapters.prefect import escalate
+        from .prefect import escalate
 
         new = escalate(flow_run_id, memory=[m.strip() for m in memory.split(",") if m.strip()], pool_type=pool_type)
         if new is None:

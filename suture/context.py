@@ -1,0 +1,109 @@
+"""Where in a run the code is: frames, call keys and the current-run context variable.
+
+This module holds *the one rule of call keys*: every call of a step inside a run gets the key
+``(run, parent path, step name, call index)``, and :func:`locate` is the only place that assigns
+the index. The frame of the code running now is in a :class:`~contextvars.ContextVar` (the only
+global mutable state of a run besides the plugin manager); runs executing in this process are
+listed in :data:`active` so a keyed call from a thread the agent started finds its run.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextvars import ContextVar, Token
+from typing import TYPE_CHECKING, Any
+
+from .errors import NoRunContextError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .journal import Run
+
+
+class Frame:
+    """Where in a run the code is: the path of the enclosing step and its call counters."""
+
+    __slots__ = ("run", "path", "counters", "thread", "step", "index")
+
+    def __init__(self, run: "Run", path: str, thread: int, step: Any = None, index: str = "") -> None:
+        self.run = run
+        self.path = path
+        self.counters: dict[str, int] = {}
+        self.thread = thread
+        self.step = step
+        self.index = index
+
+    def take_index(self, name: str) -> str:
+        """The next call index of ``name`` in this frame (program order)."""
+        n = self.counters.get(name, 0)
+        self.counters[name] = n + 1
+        return str(n)
+
+    def child(self, step: Any, idx: str) -> "Frame":
+        """The frame of the body of call ``idx`` of ``step`` made in this frame."""
+        path = f"{self.path}/{step.name}#{idx}" if self.path else f"{step.name}#{idx}"
+        return Frame(self.run, path, threading.get_ident(), step, idx)
+
+
+#: the frame of the code running now; ``None`` outside any run
+frame_var: ContextVar[Frame | None] = ContextVar("suture_frame", default=None)
+#: runs executing in this process, for steps called with a key from threads the agent started
+active: dict[str, "Run"] = {}
+
+
+def current_frame() -> Frame | None:
+    """The frame of the code running now, if it runs inside a run."""
+    return frame_var.get()
+
+
+def current_run() -> "Run | None":
+    """The run executing in this context, if any."""
+    frame = frame_var.get()
+    return frame.run if frame is not None else None
+
+
+def enter(run: "Run") -> Token[Frame | None]:
+    """Make ``run`` the current run of this context (the root frame of an attempt)."""
+    active[run.run_id] = run
+    return frame_var.set(Frame(run, "", threading.get_ident()))
+
+
+def leave(run: "Run", token: Token[Frame | None]) -> None:
+    """Undo :func:`enter`."""
+    frame_var.reset(token)
+    active.pop(run.run_id, None)
+
+
+def locate(name: str, key: str | None) -> tuple[Frame | None, str]:
+    """The frame and call index of a call of step ``name`` made now (the one rule of call keys).
+
+    - no run in this context and none in the process: ``(None, "")`` — the call is not journaled;
+    - ``key`` given: the index is ``k:<key>`` (stable whatever the order of calls);
+    - otherwise the next index of ``name`` in the current frame, taken in program order;
+      a call from another thread than the frame's has no program order and is refused.
+    """
+    frame = frame_var.get()
+    if frame is None:
+        if key is not None and len(active) == 1:
+            run = next(iter(active.values()))
+            return Frame(run, "", threading.get_ident()), "k:" + key
+        if active:
+            raise NoRunContextError(
+                f"step {name!r} was called from a thread that has no run context while "
+                f"run(s) {', '.join(sorted(active))} execute in this process. Calls from threads "
+                f"the agent starts itself have no program order: use suture.map({name}, items) "
+                f"or give each call a stable key: {name}.with_key('...')(...)."
+            )
+        return None, ""
+    if key is not None:
+        return frame, "k:" + key
+    if frame.thread != threading.get_ident():
+        raise NoRunContextError(
+            f"step {name!r} was called from another thread (e.g. asyncio.to_thread or an "
+            f"executor) of run {frame.run.run_id!r}: such calls have no program order, so their "
+            f"journal keys would change between attempts. Use suture.map({name}, items) or "
+            f"give each call a stable key: {name}.with_key('...')(...)."
+        )
+    return frame, frame.take_index(name)
+
+
+__all__ = ["Frame", "active", "current_frame", "current_run", "enter", "frame_var", "leave", "locate"]

@@ -1,0 +1,212 @@
+"""The journal (replay log) of a run: what one attempt reads, replays and writes.
+
+A :class:`Run` is one attempt of a run in this process. It loads the run's journal into memory,
+answers step calls that were recorded (:meth:`Run.replay`), handles a divergence, and writes each
+completed call (:meth:`Run.commit`) — one transaction per completed step under ``sync``
+durability, a bounded group commit under ``batch``, nothing under ``off``. State snapshots and
+cache entries of a step go in the same transaction as its journal row.
+
+A journal row, as the store receives it: ``(path, name, idx, seq, fingerprint, kind, source,
+output, serializer, started_at, duration, attempt)``; what :meth:`Store.load_journal` returns per
+key ``(path, name, idx)``: ``(seq, fingerprint, output, serializer, kind, source, duration)``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from .calls import AttemptStats, CallInfo, RunInfo
+from .errors import DivergenceError, StopAttempt
+from .manager import gate
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .context import Frame
+    from .failures import Failure, RecoveryPolicy, Resources
+    from .state import StateSlot
+    from .store.base import Store
+
+DURABILITY = ("sync", "batch", "off")
+#: batch durability: flush after this many completed steps or this many seconds, whichever first.
+BATCH_MAX_STEPS = 256
+BATCH_MAX_SECONDS = 0.2
+
+
+class Run:
+    """One attempt of a run in this process: the journal in memory and the writer."""
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        agent: str,
+        store: "Store",
+        token: int,
+        attempt: int,
+        durability: str = "sync",
+        strict: bool = False,
+        resources: "Resources | None" = None,
+        policy: "RecoveryPolicy | None" = None,
+        adapter: str = "local",
+        journal: dict | None = None,
+    ) -> None:
+        self.run_id = run_id
+        self.agent = agent
+        self.store = store
+        self.token = token
+        self.attempt = attempt
+        self.durability = durability
+        self.strict = strict
+        self.resources = resources
+        self.policy = policy
+        self.adapter = adapter
+        self.journal: dict[tuple[str, str, str], tuple] = (
+            journal if journal is not None else (store.load_journal(run_id) if durability != "off" else {})
+        )
+        self.seq = max((r[0] for r in self.journal.values()), default=-1) + 1
+        self.stats = AttemptStats()
+        self.states: dict[str, StateSlot] = {}
+        self.pending: list[tuple] = []
+        self.pending_cache: list[tuple] = []
+        self.pending_hits: list[tuple] = []
+        self.last_flush = time.monotonic()
+        self.lock = threading.RLock()
+        self.failures: list[Failure] = []
+        self.stop_requested = False  # set by a SIGTERM handler: finish the step in flight, then stop
+        #: an adapter may run live steps through its orchestrator: ``live_call(step, fn, args, kwargs)``
+        self.live_call: Any = None
+        #: an adapter may answer ``suture.ask`` itself: ``asker(question, schema, qid)``
+        self.asker: Any = None
+        self.info = RunInfo(
+            run_id=run_id, agent=agent, attempt=attempt, store_url=getattr(store, "url", ""), adapter=adapter
+        )
+
+    # -- reading ---------------------------------------------------------------------------------
+    def call_info(self, frame: "Frame", name: str, idx: str) -> CallInfo:
+        return CallInfo(run_id=self.run_id, step=name, path=frame.path, index=idx, attempt=self.attempt)
+
+    def replay(self, step: Any, frame: "Frame", idx: str, fp: str) -> tuple[bool, Any]:
+        """Answer a call from the journal if it is recorded with the same inputs.
+
+        Returns ``(True, value)`` for a replay, ``(False, None)`` when the call must run live
+        (not recorded, or diverged: then the entry and the later ones are dropped, or — strict —
+        :class:`DivergenceError` is raised).
+        """
+        rec = self.journal.get((frame.path, step.name, idx))
+        if rec is None:
+            return False, None
+        if rec[1] == fp:
+            value = step.decode(rec[2], rec[3])
+            stats = self.stats
+            stats.replayed += 1
+            stats.saved_seconds += rec[6] or 0.0
+            g = gate()
+            if g.step_end:
+                g.hook.suture_step_end(run=self.info, call=self.call_info(frame, step.name, idx), source="replay",
+                                       duration=0.0)
+            return True, value
+        call = self.call_info(frame, step.name, idx)
+        if self.strict:
+            raise DivergenceError(
+                f"step {step.name!r} (call {call.path or '<root>'}#{idx}) of run {self.run_id!r} was "
+                f"called with inputs different from the journal's: recorded fingerprint {rec[1]}, "
+                f"now {fp}. The agent's code took another path than in the earlier attempt — usually "
+                f"time, randomness or uuids read between steps (use suture.now(), suture.uuid(), "
+                f"suture.random()), or changed code or inputs. Strict mode stops here; without "
+                f"strict=True suture drops this entry and the later ones and runs them again.",
+                step=step.name, key=f"{call.path}:{step.name}:{idx}", recorded=rec[1], current=fp,
+            )
+        dropped = self.drop_from(rec[0])
+        self.stats.diverged += 1
+        self.event("divergence", {"step": step.name, "path": call.path, "index": idx,
+                                  "recorded": rec[1], "current": fp, "dropped": dropped})
+        gate().hook.suture_divergence(run=self.info, call=call, recorded=rec[1], current=fp, dropped=dropped)
+        return False, None
+
+    # -- writing ---------------------------------------------------------------------------------
+    def commit(self, step: Any, frame: "Frame", idx: str, fp: str, data: Any, started: float, duration: float,
+               cache_put: tuple | None) -> None:
+        """Record a live call that returned (its output already encoded as ``data``)."""
+        self.stats.live += 1
+        g = gate()
+        if g.step_committing:
+            g.hook.suture_step_committing(run=self.info, call=self.call_info(frame, step.name, idx))
+        self.record(
+            (frame.path, step.name, idx, 0, fp, step.kind, "live", data, step.serializer.name, started,
+             duration, self.attempt),
+            cache_put=cache_put,
+        )
+        if self.stop_requested:
+            self.flush()
+            raise StopAttempt()
+        if g.step_end:
+            g.hook.suture_step_end(run=self.info, call=self.call_info(frame, step.name, idx), source="live",
+                                   duration=duration)
+
+    def _dirty_states(self) -> list[tuple[str, str]]:
+        out = []
+        for slot in self.states.values():
+            now = slot.obj.model_dump_json()
+            if now != slot.last:
+                slot.last = now
+                out.append((slot.key, now))
+        return out
+
+    def record(self, row: tuple, cache_put: tuple | None = None, cache_hit: tuple | None = None) -> None:
+        """Commit one completed call (sync), queue it (batch) or keep it in memory (off)."""
+        with self.lock:
+            row = (row[0], row[1], row[2], self.seq, *row[4:])
+            self.seq += 1
+            mode = self.durability
+            if mode == "sync":
+                self.store.write(
+                    self.run_id,
+                    self.token,
+                    [row],
+                    self._dirty_states() if self.states else (),
+                    (cache_put,) if cache_put else (),
+                    (cache_hit,) if cache_hit else (),
+                )
+            elif mode == "batch":
+                self.pending.append(row)
+                if cache_put:
+                    self.pending_cache.append(cache_put)
+                if cache_hit:
+                    self.pending_hits.append(cache_hit)
+                if len(self.pending) >= BATCH_MAX_STEPS or time.monotonic() - self.last_flush >= BATCH_MAX_SECONDS:
+                    self.flush()
+            else:
+                self.journal[(row[0], row[1], row[2])] = (row[3], row[4], row[7], row[8], row[5], row[6], row[10])
+
+    def flush(self) -> None:
+        """Write what batch durability queued, and state changed since the last commit."""
+        with self.lock:
+            if self.durability == "off":
+                return
+            states = self._dirty_states() if self.states else []
+            if self.pending or states or self.pending_cache or self.pending_hits:
+                self.store.write(
+                    self.run_id, self.token, self.pending, states, self.pending_cache, self.pending_hits
+                )
+            self.pending = []
+            self.pending_cache = []
+            self.pending_hits = []
+            self.last_flush = time.monotonic()
+
+    def drop_from(self, seq: int) -> int:
+        """A divergence: forget entries from ``seq`` on, in memory and in the store."""
+        with self.lock:
+            self.flush()
+            dropped = self.store.drop_from(self.run_id, self.token, seq) if self.durability != "off" else 0
+            before = len(self.journal)
+            self.journal = {k: v for k, v in self.journal.items() if v[0] < seq}
+            return max(dropped, before - len(self.journal))
+
+    def event(self, kind: str, data: dict[str, Any]) -> None:
+        """Record a rare event (failure, decision, divergence) for ``suture show``."""
+        if self.durability != "off":
+            self.store.add_event(self.run_id, self.attempt, kind, data)
+
+
+__all__ = ["BATCH_MAX_SECONDS", "BATCH_MAX_STEPS", "DURABILITY", "Run"]
