@@ -6,6 +6,7 @@ The public API (names are a contract):
 - :func:`agent` — an agent entry point; ``fn.run(..., run_id=)`` starts or resumes a run;
 - :func:`state` — pydantic memory that outlives a run;
 - :func:`current`, :func:`map`, :func:`now`, :func:`uuid`, :func:`random`, :func:`ask`;
+- :class:`branch` — name a branch of concurrent code (``with suture.branch(item_id): ...``);
 - :class:`Failure`, :class:`StepFailed` and the other errors; :data:`hookimpl` for plugins.
 
 ``import suture`` never imports an orchestrator SDK or e2b: adapters import them when used.
@@ -53,7 +54,7 @@ def ask(question: str, schema: Any = None, *, key: str | None = None) -> Any:
 
 
 _LAZY = {"Action": "failures", "Evidence": "failures", "Failure": "failures", "RecoveryPolicy": "failures",
-         "Resources": "failures"}
+         "Resources": "failures", "branch": "tasks"}
 
 
 def __getattr__(name: str) -> Any:
@@ -64,7 +65,7 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(f"suture.{_LAZY[name]}"), name)
         globals()[name] = value
         return value
-    if name in ("adapters", "sandbox"):
+    if name in ("adapters", "sandbox", "tasks"):
         return importlib.import_module(f"suture.{name}")
     raise AttributeError(f"module 'suture' has no attribute {name!r}")
 
@@ -73,6 +74,6 @@ __all__ = [
     "Action", "ConfigError", "DivergenceError", "Evidence", "Failure", "FingerprintError", "GiveUp",
     "LeaseError", "NoRunContextError", "Preempted", "RecoveryPolicy", "Resources", "SchemaVersionError",
     "SerializationError", "StepFailed", "StoreCorruptedError", "StoreError", "StoreLockedError",
-    "Suspended", "SutureError", "SutureWarning", "agent", "ask", "current", "history", "hookimpl", "map", "now",
+    "Suspended", "SutureError", "SutureWarning", "agent", "ask", "branch", "current", "history", "hookimpl", "map", "now",
     "random", "register", "state", "step", "unregister", "uuid",
 ]

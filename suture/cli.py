@@ -226,6 +226,26 @@ def gc(ctx: click.Context, as_json: bool) -> None:
 
 
 @cli.command()
+@click.argument("run_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def reset(ctx: click.Context, run_id: str, yes: bool) -> None:
+    """Forget a run's journal and attempts, so that running its id again starts it fresh.
+
+    Its completed steps will run again (the global cache still serves cached ones). State it
+    published stays. Refused while a live attempt holds the run.
+    """
+    store = _store(ctx)
+    rec = store.get_run(run_id)
+    if rec is None:
+        raise click.ClickException(f"no run {run_id!r} in {store.url} (see `suture runs`)")
+    if not yes:
+        click.confirm(f"forget run {run_id} ({rec.status}, {rec.steps} journal entries)?", abort=True)
+    n = store.reset_run(run_id)
+    console.print(f"run {run_id} reset: {n} journal entries deleted; running it again starts it fresh")
+
+
+@cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def plugins(as_json: bool) -> None:
     """List loaded plugins, where they come from and the hooks they implement."""

@@ -9,6 +9,7 @@ listed in :data:`active` so a keyed call from a thread the agent started finds i
 
 from __future__ import annotations
 
+import sys
 import threading
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any
@@ -19,10 +20,18 @@ if TYPE_CHECKING:  # pragma: no cover
     from .journal import Run
 
 
-class Frame:
-    """Where in a run the code is: the path of the enclosing step and its call counters."""
+#: the first character of a branch's path component (no step name may start with it)
+BRANCH = "~"
 
-    __slots__ = ("run", "path", "counters", "thread", "step", "index")
+
+class Frame:
+    """Where in a run the code is: the path of the enclosing step or branch, and its call counters.
+
+    ``origin`` is set on the frame of an asyncio task's branch: the frame that created the task.
+    ``task`` is the asyncio task the frame's code runs in (``None`` for code outside a loop).
+    """
+
+    __slots__ = ("run", "path", "counters", "thread", "step", "index", "origin", "task", "named")
 
     def __init__(self, run: "Run", path: str, thread: int, step: Any = None, index: str = "") -> None:
         self.run = run
@@ -31,6 +40,9 @@ class Frame:
         self.thread = thread
         self.step = step
         self.index = index
+        self.origin: Frame | None = None
+        self.task: Any = None
+        self.named: set[str] | None = None
 
     def take_index(self, name: str) -> str:
         """The next call index of ``name`` in this frame (program order)."""
@@ -41,7 +53,15 @@ class Frame:
     def child(self, step: Any, idx: str) -> "Frame":
         """The frame of the body of call ``idx`` of ``step`` made in this frame."""
         path = f"{self.path}/{step.name}#{idx}" if self.path else f"{step.name}#{idx}"
-        return Frame(self.run, path, threading.get_ident(), step, idx)
+        frame = Frame(self.run, path, threading.get_ident(), step, idx)
+        if self.task is not None:  # async code: the body runs in the task current now (a thread: none)
+            frame.task = _current_task()
+        return frame
+
+    def branch(self, component: str) -> "Frame":
+        """A frame for a branch of this frame (an asyncio task, or ``suture.branch(key)``)."""
+        path = f"{self.path}/{component}" if self.path else component
+        return Frame(self.run, path, self.thread)
 
 
 #: the frame of the code running now; ``None`` outside any run
@@ -61,16 +81,30 @@ def current_run() -> "Run | None":
     return frame.run if frame is not None else None
 
 
-def enter(run: "Run") -> Token[Frame | None]:
-    """Make ``run`` the current run of this context (the root frame of an attempt)."""
+def enter(run: "Run", task: Any = None) -> Token[Frame | None]:
+    """Make ``run`` the current run of this context (the root frame of an attempt).
+
+    ``task``: the asyncio task running the attempt's coroutine (async attempts), else ``None``.
+    """
     active[run.run_id] = run
-    return frame_var.set(Frame(run, "", threading.get_ident()))
+    frame = Frame(run, "", threading.get_ident())
+    frame.task = task
+    return frame_var.set(frame)
 
 
 def leave(run: "Run", token: Token[Frame | None]) -> None:
     """Undo :func:`enter`."""
     frame_var.reset(token)
     active.pop(run.run_id, None)
+
+
+def _current_task() -> Any:
+    """The asyncio task running now, ``None`` outside a running loop."""
+    loop_task = sys.modules["asyncio"].current_task
+    try:
+        return loop_task()
+    except RuntimeError:  # no running loop in this thread
+        return None
 
 
 def locate(name: str, key: str | None) -> tuple[Frame | None, str]:
@@ -103,7 +137,15 @@ def locate(name: str, key: str | None) -> tuple[Frame | None, str]:
             f"journal keys would change between attempts. Use suture.map({name}, items) or "
             f"give each call a stable key: {name}.with_key('...')(...)."
         )
+    if frame.task is not None and frame.task is not _current_task():
+        raise NoRunContextError(
+            f"step {name!r} was called from an asyncio task that suture did not see created (its event "
+            f"loop has another task factory, or the task was created before suture's was installed), so "
+            f"its calls have no stable key. Create tasks from the agent's code in the attempt's loop, "
+            f"call suture.tasks.install() in a loop you made yourself, or name the branch: "
+            f"`with suture.branch(key): ...`."
+        )
     return frame, frame.take_index(name)
 
 
-__all__ = ["Frame", "active", "current_frame", "current_run", "enter", "frame_var", "leave", "locate"]
+__all__ = ["BRANCH", "Frame", "active", "current_frame", "current_run", "enter", "frame_var", "leave", "locate"]

@@ -1,11 +1,15 @@
 """Canonical form and stable hash of a step call's inputs.
 
-Rules (documented in the README): dict order is ignored; tuples, lists and sets-in-sorted-order
+Rules (documented in the README): arguments are bound to the function's signature first (defaults
+applied), so ``f("q")``, ``f(query="q")`` and ``f("q", 10)`` with a default of 10 are one call;
+dict order is ignored; tuples, lists and sets-in-sorted-order
 are arrays; integral floats hash like ints (``1 == 1.0``) but booleans do not (``True != 1``);
 pydantic models and dataclasses by their JSON form; enums by value; bytes by content; datetimes,
 UUIDs, Decimals and paths through pydantic's JSON encoders. Anything else has no stable form and
 raises :class:`FingerprintError` naming the argument and the ``key=`` escape hatch. Never
-``repr()`` or ``id()``.
+``repr()`` or ``id()``. The encoding is collision-free: suture's own markers (``$bytes``, ``$set``,
+``$k:`` for a non-string dict key) cannot be produced by a user value, because a user's dict key
+that starts with ``$`` is escaped (``"$bytes"`` → ``"$$bytes"``).
 """
 
 from __future__ import annotations
@@ -87,7 +91,7 @@ def _canonical_dict(value: dict, where: str) -> dict:
     out = {}
     for k, v in value.items():
         if type(k) is str:
-            ks = k
+            ks = ("$" + k) if k[:1] == "$" else k  # escaped: only suture's markers start with one "$"
         elif isinstance(k, (int, float, bool)) or k is None:
             ks = "$k:" + _dumps(canonical(k, where))
         else:
@@ -110,12 +114,78 @@ EMPTY = digest("[[],{}]")
 
 
 def fingerprint_call(args: tuple, kwargs: dict, names: tuple[str, ...] | None = None) -> str:
-    """Fingerprint of one call's inputs (``args`` already stripped of an unkeyed ``self``)."""
+    """Fingerprint of one call's inputs, as :meth:`Binder.bind` returns them: the positional values
+    in parameter order (defaults applied) and the keyword-only / ``**kwargs`` values by name."""
     if not args and not kwargs:
         return EMPTY
     parts_a = [canonical(a, _argname(names, i)) for i, a in enumerate(args)]
     parts_k = {k: canonical(v, f"argument '{k}'") for k, v in kwargs.items()} if kwargs else {}
     return digest(_dumps([parts_a, parts_k]))
+
+
+class Binder:
+    """Binds a call's arguments to a function's signature, with defaults applied — without
+    ``inspect.Signature.bind`` on the hot path (that is used only to word a wrong call's error).
+
+    ``bind(args, kwargs)`` returns ``(positional, keyword)``: the values of the positional
+    parameters in order (then any ``*args``), and the keyword-only parameters and ``**kwargs`` by
+    name. Every spelling of one call binds to the same pair.
+    """
+
+    __slots__ = ("fn", "positional", "posonly", "defaults", "kwonly", "varargs", "varkw", "names")
+
+    def __init__(self, fn: Any) -> None:
+        import inspect
+
+        P = inspect.Parameter
+        params = list(inspect.signature(fn).parameters.values())
+        self.fn = fn
+        self.positional = tuple(p.name for p in params if p.kind in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD))
+        self.posonly = frozenset(p.name for p in params if p.kind is P.POSITIONAL_ONLY)
+        self.kwonly = tuple(p.name for p in params if p.kind is P.KEYWORD_ONLY)
+        self.defaults = {p.name: p.default for p in params if p.default is not P.empty}
+        self.varargs = any(p.kind is P.VAR_POSITIONAL for p in params)
+        self.varkw = any(p.kind is P.VAR_KEYWORD for p in params)
+        self.names = self.positional  # for error messages: argument 'name'
+
+    def bind(self, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        n = len(self.positional)
+        if not kwargs and len(args) == n and not self.kwonly:  # every argument given in order
+            return args, kwargs
+        if len(args) > n and not self.varargs:
+            self._wrong(args, kwargs)
+        pos = list(args[:n])
+        rest = dict(kwargs)
+        for name in self.positional[len(pos):]:
+            if name in rest and name not in self.posonly:
+                pos.append(rest.pop(name))
+            elif name in self.defaults:
+                pos.append(self.defaults[name])
+            else:
+                self._wrong(args, kwargs)
+        for name in self.positional[: len(args)]:
+            if name in rest and name not in self.posonly:
+                self._wrong(args, kwargs)  # given twice
+        keyword: dict[str, Any] = {}
+        for name in self.kwonly:
+            if name in rest:
+                keyword[name] = rest.pop(name)
+            elif name in self.defaults:
+                keyword[name] = self.defaults[name]
+            else:
+                self._wrong(args, kwargs)
+        if rest:
+            if not self.varkw:
+                self._wrong(args, kwargs)
+            keyword.update(rest)
+        return tuple(pos) + tuple(args[n:]), keyword
+
+    def _wrong(self, args: tuple, kwargs: dict) -> None:
+        """Raise the TypeError Python raises for this call (the function is not run)."""
+        import inspect
+
+        inspect.signature(self.fn).bind(*args, **kwargs)
+        raise TypeError(f"{getattr(self.fn, '__qualname__', self.fn)}() got arguments it cannot bind")
 
 
 def _argname(names: tuple[str, ...] | None, i: int) -> str:

@@ -13,12 +13,14 @@ key ``(path, name, idx)``: ``(seq, fingerprint, output, serializer, kind, source
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 from .calls import AttemptStats, CallInfo, RunInfo
 from .errors import DivergenceError, StopAttempt
+from .identity import qualname_of
 from .manager import gate
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -50,6 +52,7 @@ class Run:
         policy: "RecoveryPolicy | None" = None,
         adapter: str = "local",
         journal: dict | None = None,
+        legacy: bool = False,
     ) -> None:
         self.run_id = run_id
         self.agent = agent
@@ -65,6 +68,11 @@ class Run:
             journal if journal is not None else (store.load_journal(run_id) if durability != "off" else {})
         )
         self.seq = max((r[0] for r in self.journal.values()), default=-1) + 1
+        self.recorded = bool(self.journal)
+        #: the run was recorded under call-key rule 1 (suture 0.1): look entries up by their old keys too
+        self.legacy = legacy
+        self._branches: dict[tuple[str, str], set[str]] | None = None
+        self._names: dict[str, set[str]] | None = None
         self.stats = AttemptStats()
         self.states: dict[str, StateSlot] = {}
         self.pending: list[tuple] = []
@@ -94,7 +102,14 @@ class Run:
         :class:`DivergenceError` is raised).
         """
         rec = self.journal.get((frame.path, step.name, idx))
+        if rec is None and self.legacy:
+            rec = self._legacy(frame, step, idx, fp)
         if rec is None:
+            if self.recorded:  # earlier attempts left entries: was this call recorded another way?
+                if not self.legacy:
+                    self._moved(frame, step, idx)
+                if frame.origin is not None:
+                    self._branch_shift(frame, step, idx, fp, None)
             return False, None
         if rec[1] == fp:
             value = step.decode(rec[2], rec[3])
@@ -107,13 +122,18 @@ class Run:
                                        duration=0.0)
             return True, value
         call = self.call_info(frame, step.name, idx)
+        if frame.origin is not None:
+            self._branch_shift(frame, step, idx, fp, rec)
         if self.strict:
+            in_task = (f" The call is in the asyncio task branch {frame.path!r}: if the tasks of a fan-out are "
+                       f"created in another order than before, name them: `with suture.branch(key): ...`."
+                       if frame.origin is not None else "")
             raise DivergenceError(
-                f"step {step.name!r} (call {call.path or '<root>'}#{idx}) of run {self.run_id!r} was "
+                f"step {step.name!r} (call #{idx} under {call.path or '<root>'}) of run {self.run_id!r} was "
                 f"called with inputs different from the journal's: recorded fingerprint {rec[1]}, "
                 f"now {fp}. The agent's code took another path than in the earlier attempt — usually "
                 f"time, randomness or uuids read between steps (use suture.now(), suture.uuid(), "
-                f"suture.random()), or changed code or inputs. Strict mode stops here; without "
+                f"suture.random()), or changed code or inputs.{in_task} Strict mode stops here; without "
                 f"strict=True suture drops this entry and the later ones and runs them again.",
                 step=step.name, key=f"{call.path}:{step.name}:{idx}", recorded=rec[1], current=fp,
             )
@@ -123,6 +143,77 @@ class Run:
                                   "recorded": rec[1], "current": fp, "dropped": dropped})
         gate().hook.suture_divergence(run=self.info, call=call, recorded=rec[1], current=fp, dropped=dropped)
         return False, None
+
+    def _moved(self, frame: "Frame", step: Any, idx: str) -> None:
+        """Stop when this step's calls were recorded under another module's name (a moved module or
+        script): running on would silently run every one of them again."""
+        if self._names is None:
+            self._names = {}
+            for _path, name, _idx in self.journal:
+                self._names.setdefault(qualname_of(name), set()).add(name)
+        names = self._names.get(qualname_of(step.name), ())
+        if step.name in names:
+            return
+        for other in sorted(names):
+            if (frame.path, other, idx) in self.journal:
+                raise DivergenceError(
+                    f"run {self.run_id!r} recorded this call as step {other!r}, but the step is now named "
+                    f"{step.name!r} (its module is named differently: a moved file, or a script run from "
+                    f"another directory). Nothing was run. Keep the recorded name with "
+                    f"@suture.step(name={other!r}) — names are module:qualname by default — or start the run "
+                    f"over with `suture reset {self.run_id}`.",
+                    step=step.name, key=f"{frame.path}:{step.name}:{idx}", recorded=other, current=step.name,
+                )
+
+    def _legacy(self, frame: "Frame", step: Any, idx: str, fp: str) -> tuple | None:
+        """The entry a suture 0.1 attempt recorded for this call, under its old key."""
+        key = legacy_key(frame.path, step.name, idx)
+        rec = self.journal.get(key) if key is not None else None
+        if rec is not None and rec[1] != fp:
+            raise DivergenceError(
+                f"run {self.run_id!r} was recorded by an earlier suture (call keys of rule 1), and its entry for "
+                f"step {step.name!r} (call {frame.path or '<root>'}#{idx}) has another input fingerprint under "
+                f"this version's rule (arguments are now bound to the signature, defaults applied; recorded "
+                f"{rec[1]}, now {fp}). Nothing was run. Finish the run with the suture version that started it, "
+                f"or start it over: `suture reset {self.run_id}` (its completed steps will run again).",
+                step=step.name, key=f"{frame.path}:{step.name}:{idx}", recorded=rec[1], current=fp,
+            )
+        return rec
+
+    def _branch_shift(self, frame: "Frame", step: Any, idx: str, fp: str, rec: tuple | None) -> None:
+        """A task's steps recorded under another branch number: report it (strict: raise)."""
+        parent, _, component = frame.path.rpartition("/")
+        coro, _, number = component.partition("#")
+        if self._branches is None:
+            self._branches = {}
+            for path, _name, _idx in self.journal:
+                head, _, last = path.rpartition("/")
+                if last.startswith("~") and not last.startswith("~k:"):
+                    c, _, n = last.partition("#")
+                    self._branches.setdefault((head, c), set()).add(n)
+        recorded = self._branches.get((parent, coro), set())
+        if rec is None and number in recorded:
+            return  # this branch has a history of its own: a new step in it, not a shift
+        for other in sorted(recorded - {number}):
+            sibling = f"{parent}/{coro}#{other}" if parent else f"{coro}#{other}"
+            found = self.journal.get((sibling, step.name, idx))
+            if found is None or found[1] != fp:
+                continue
+            call = self.call_info(frame, step.name, idx)
+            data = {"step": step.name, "path": frame.path, "index": idx, "reason": "branch shift",
+                    "recorded_under": sibling, "recorded": found[1], "current": fp, "dropped": 0}
+            if self.strict:
+                raise DivergenceError(
+                    f"branch shift in run {self.run_id!r}: step {step.name!r} of asyncio task {frame.path!r} was "
+                    f"recorded under {sibling!r} — the tasks of this fan-out were created in another order "
+                    f"than in the earlier attempt. Name the branches by what they work on: "
+                    f"`with suture.branch(item_key): ...` inside the task. Strict mode stops here.",
+                    step=step.name, key=f"{frame.path}:{step.name}:{idx}", recorded=found[1], current=fp,
+                )
+            self.stats.diverged += 1
+            self.event("divergence", data)
+            gate().hook.suture_divergence(run=self.info, call=call, recorded=found[1], current=fp, dropped=0)
+            return
 
     # -- writing ---------------------------------------------------------------------------------
     def commit(self, step: Any, frame: "Frame", idx: str, fp: str, data: Any, started: float, duration: float,
@@ -209,4 +300,26 @@ class Run:
             self.store.add_event(self.run_id, self.attempt, kind, data)
 
 
-__all__ = ["BATCH_MAX_SECONDS", "BATCH_MAX_STEPS", "DURABILITY", "Run"]
+_DOTTED = re.compile(r"^[A-Za-z_][\w.]*$")
+
+
+def _strip_module(name: str) -> str:
+    module, sep, qualname = name.rpartition(":")
+    return qualname if sep and _DOTTED.match(module) else name
+
+
+def legacy_key(path: str, name: str, idx: str) -> tuple[str, str, str] | None:
+    """The key suture 0.1 gave a call: step names without their module, no task branches.
+
+    ``None`` when the call is inside an asyncio task's branch: 0.1 had no such key.
+    """
+    parts = []
+    for component in path.split("/") if path else ():
+        if component.startswith("~"):
+            return None
+        n, sep, i = component.partition("#")
+        parts.append(_strip_module(n) + sep + i)
+    return "/".join(parts), _strip_module(name), idx
+
+
+__all__ = ["BATCH_MAX_SECONDS", "BATCH_MAX_STEPS", "DURABILITY", "Run", "legacy_key"]

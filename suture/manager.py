@@ -172,7 +172,7 @@ class HookGate:
     __slots__ = ("ready", "step_start", "step_committing", "step_end", "cache_key", "cacheable", "hook")
 
     def __init__(self) -> None:
-        self.ready = False
+        self.reset()
 
     def load(self) -> "HookGate":
         h = get_plugin_manager().hook
@@ -186,10 +186,15 @@ class HookGate:
         return self
 
     def reset(self) -> None:
+        # until the next load every flag reads "implemented": a reader that checks a flag without
+        # going through gate() takes the slow path, which loads the gate
         self.ready = False
+        self.step_start = self.step_committing = self.step_end = self.cache_key = self.cacheable = True
 
 
 _GATE = HookGate()
+#: the gate object itself, for hot paths that read one flag before calling :func:`gate`
+GATE = _GATE
 on_change(_GATE.reset)
 
 

@@ -39,6 +39,8 @@ class RunRecord(BaseModel):
     lease_owner: str | None = None
     labels: dict[str, Any] = Field(default_factory=dict)
     steps: int = 0
+    #: the rule of call keys its journal was written under (see ``suture.store.base.CALL_KEYS``)
+    call_keys: int = 2
 
 
 class AttemptRow(BaseModel):

@@ -30,7 +30,7 @@ from .calls import RunInfo
 from .errors import AttemptAborted, ConfigError, GiveUp, LeaseError, Preempted, StepFailed, Suspended, SutureError
 from .journal import Run
 from .manager import emit, has_impls
-from .store.base import owner_id
+from .store.base import CALL_KEYS, owner_id
 
 if TYPE_CHECKING:  # pragma: no cover
     from .failures import Action, Failure, Resources
@@ -148,6 +148,10 @@ class RunHandle:
             self.token = token
         self.info = RunInfo(run_id=self.run_id, agent=agent_name, attempt=0,
                             store_url=getattr(store, "url", ""), adapter=adapter)
+        if token is not None:  # under a parent's lease: read what the parent saw
+            self.previous = store.get_run(self.run_id)
+        #: the run's journal was written under suture 0.1's call keys (see suture.journal.legacy_key)
+        self.legacy_keys = self.previous is not None and self.previous.call_keys < CALL_KEYS
 
     @property
     def finished_result(self) -> tuple[bool, Any]:
@@ -167,7 +171,7 @@ class RunHandle:
         run = Run(
             run_id=self.run_id, agent=self.agent_name, store=self.store, token=self.token, attempt=attempt,
             durability=self.options.durability, strict=self.options.strict, resources=resources,
-            policy=self.options.policy(), adapter=self.adapter,
+            policy=self.options.policy(), adapter=self.adapter, legacy=self.legacy_keys,
         )
         self.info.attempt = attempt
         return run
@@ -305,6 +309,9 @@ class RunHandle:
 
 def attempt_sync(run: Run, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
     """Execute one attempt of ``fn`` with ``run``'s journal; flushes what completed, even on error."""
+    from . import tasks
+
+    tasks.wrap_policy()  # an event loop the agent starts itself (asyncio.run) branches its tasks too
     token = context.enter(run)
     try:
         return fn(*args, **kwargs)
@@ -314,8 +321,10 @@ def attempt_sync(run: Run, fn: Callable[..., Any], args: tuple, kwargs: dict) ->
 
 
 async def attempt_async(run: Run, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
-    """The async twin of :func:`attempt_sync`."""
-    token = context.enter(run)
+    """The async twin of :func:`attempt_sync` (the running loop gets suture's task factory)."""
+    from . import tasks
+
+    token = context.enter(run, task=tasks.install())
     try:
         return await fn(*args, **kwargs)
     finally:

@@ -22,11 +22,15 @@ from . import cache
 from . import serialization as ser
 from .calls import StepInfo
 from .context import Frame, frame_var, locate
-from .errors import FingerprintError, SutureError, SutureWarning
-from .fingerprint import digest, fingerprint_call
+from .errors import ConfigError, FingerprintError, SerializationError, SutureError, SutureWarning
+from .fingerprint import Binder, digest, fingerprint_call
+from .identity import default_name, is_local
+from .manager import GATE as _GATE
 from .manager import gate
 
 _PASS_THROUGH: tuple[type[BaseException], ...] = (SutureError,)
+_UNRESOLVED = object()
+_NO_CHECK = object()  # no annotation to check against: nothing is ever of this type
 _warned_outside: set[str] = set()
 
 
@@ -36,6 +40,83 @@ def return_annotation(fn: Callable[..., Any], namespace: dict[str, Any] | None) 
         return typing.get_type_hints(fn, localns=namespace).get("return", inspect.Signature.empty)
     except Exception:  # an unresolvable forward reference: replay raw JSON
         return inspect.Signature.empty
+
+
+def _check_definition(fn: Callable[..., Any], name: str | None, cache: bool) -> None:
+    """Refuse, at decoration time, the step definitions that could not be journaled faithfully."""
+    label = getattr(fn, "__qualname__", repr(fn))
+    if name is not None and (not isinstance(name, str) or not name or name.startswith("~")):
+        raise ConfigError(f"@suture.step({label}): name= must be a non-empty string not starting with '~' "
+                          f"(that marks an asyncio task's branch in call paths), got {name!r}")
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        kind = "an async generator" if inspect.isasyncgenfunction(fn) else "a generator"
+        raise ConfigError(
+            f"@suture.step {label!r} is {kind} function (it yields): a step's result is journaled once and "
+            f"replayed as a value, so it must return one. Collect the items and return a list "
+            f"(`return [item async for item in ...]` / `return list(...)`)."
+        )
+    if cache and name is None and is_local(fn):
+        raise ConfigError(
+            f"@suture.step(cache=True) on {label!r}, a function defined inside another function: every "
+            f"closure its factory makes has this same name, so they would share cache entries (one "
+            f"closure's result served for another's call). Give each a name that says what differs, e.g. "
+            f"@suture.step(cache=True, name=f\"greet-{{greeting}}\")."
+        )
+
+
+_LAZY_TYPES: tuple[type, ...] | None = None
+
+
+def _lazy_types() -> tuple[type, ...]:
+    global _LAZY_TYPES
+    if _LAZY_TYPES is None:
+        import collections.abc
+
+        _LAZY_TYPES = (collections.abc.Iterator, collections.abc.AsyncIterator, collections.abc.Awaitable)
+    return _LAZY_TYPES
+
+
+_PLAIN = (str, int, float, bool, type(None), list, dict)
+
+
+def check_value(step: "Step", value: Any) -> None:
+    """Refuse a live result that a replay could not give back as it is (nothing is written).
+
+    A lazy iterator (a generator, ``map``, an async generator) would be consumed by the
+    serializer; a value against the return annotation would fail — or change — when replayed.
+    """
+    t = type(value)
+    if t not in _PLAIN and isinstance(value, _lazy_types()):
+        raise SerializationError(
+            f"step {step.name!r} returned a lazy {t.__qualname__} object: storing it would consume it, so the "
+            f"live caller and a replay would not see the same value. Nothing was written. Return a list "
+            f"(`return list(...)`) or the awaited value."
+        )
+    adapter = step.adapter()
+    if adapter is None:
+        return
+    try:
+        adapter.validate_python(value, strict=True)
+        return
+    except Exception:  # noqa: BLE001 - pydantic's ValidationError, or a schema that cannot check it
+        pass
+    try:  # what a replay would rebuild: accepted when it is the same value (an int for a float, ...)
+        if adapter.validate_python(value) == value:
+            return
+    except Exception:  # noqa: BLE001
+        pass
+    annotation = return_annotation(step.fn, step.namespace)
+    shown = getattr(annotation, "__qualname__", None) or repr(annotation)
+    raise SerializationError(
+        f"step {step.name!r} is annotated to return {shown} but returned {t.__module__}.{t.__qualname__} "
+        f"{_short(value)}: a replay reads the journal back through the annotation, so this run could not "
+        f"be resumed. Nothing was written. Return a value of type {shown}, or fix the annotation."
+    )
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class Step:
@@ -59,8 +140,9 @@ class Step:
     ) -> None:
         if ttl is not None and not cache:
             raise ValueError(f"@suture.step({fn.__qualname__}): ttl= only applies with cache=True")
+        _check_definition(fn, name, cache)
         self.fn = fn
-        self.name = name or fn.__qualname__
+        self.name = name or default_name(fn)
         self.cache = bool(cache)
         self.version = None if version is None else str(version)
         self.ttl = ttl
@@ -70,9 +152,15 @@ class Step:
         self.max_attempts = max_attempts
         self.memory = memory
         self.is_async = inspect.iscoroutinefunction(fn)
-        params = list(inspect.signature(fn).parameters.values())
-        self.param_names = tuple(p.name for p in params)
-        self.drop_self = bool(params) and params[0].name in ("self", "cls")
+        self.binder = Binder(fn)
+        self.param_names = self.binder.positional
+        self._npos = -1 if self.binder.kwonly else len(self.param_names)
+        # a function defined in a class body may be called as a method: its instance (or class) is
+        # then not an input — but only when it really arrives bound through its class (`_bound`)
+        parts = fn.__qualname__.split(".")
+        self.method = fn.__name__ if len(parts) > 1 and parts[-2] != "<locals>" and self.param_names else None
+        self._owners: dict[type, bool] = {}
+        self.wrapper: Any = None
         self.code_hash = None
         if code_hash:
             try:
@@ -84,12 +172,17 @@ class Step:
             serializer=self.serializer.name, code_hash=self.code_hash,
         )
         self._adapter: Any = False  # resolved lazily (forward references)
+        #: a return type needing no validation (see commit): resolved with the adapter
+        self._exact: Any = _UNRESOLVED
         self.namespace = namespace  # the decorating scope: resolves annotations of local classes
 
     # -- values ---------------------------------------------------------------------------------
     def adapter(self) -> Any:
         if self._adapter is False:
-            self._adapter = ser.type_adapter(return_annotation(self.fn, self.namespace))
+            annotation = return_annotation(self.fn, self.namespace)
+            self._adapter = ser.type_adapter(annotation)
+            if annotation in (int, str, float, bool) or self._adapter is None:
+                self._exact = annotation if self._adapter is not None else _NO_CHECK
         return self._adapter
 
     def decode(self, data: Any, serializer_name: str) -> Any:
@@ -99,14 +192,28 @@ class Step:
     def encode(self, value: Any) -> Any:
         return ser.dumps_or_explain(self.serializer, value, f"step {self.name!r}")
 
+    def _bound(self, first: Any) -> bool:
+        """Whether ``first`` is the instance (or class) this step was called as a method of."""
+        cls = first if isinstance(first, type) else type(first)
+        known = self._owners.get(cls)
+        if known is None:
+            known = False
+            for klass in cls.__mro__:
+                attr = klass.__dict__.get(self.method)
+                if attr is not None:
+                    known = attr is self.wrapper or getattr(attr, "__func__", None) is self.wrapper
+                    break
+            self._owners[cls] = known
+        return known
+
     def fingerprint(self, args: tuple, kwargs: dict, key: str | None = None) -> str:
-        if self.drop_self and args:
-            owner = args[0]
-            k = getattr(owner, "__suture_key__", None)
+        if kwargs or len(args) != self._npos:  # not every argument given in order: bind (defaults applied)
+            args, kwargs = self.binder.bind(args, kwargs)
+        names = self.param_names
+        if self.method is not None and args and self._bound(args[0]):
+            k = getattr(args[0], "__suture_key__", None)
             args = ((k() if callable(k) else k),) + args[1:] if k is not None else args[1:]
-            names = self.param_names if k is not None else self.param_names[1:]
-        else:
-            names = self.param_names
+            names = names if k is not None else names[1:]
         try:
             return fingerprint_call(args, kwargs, names)
         except FingerprintError as exc:
@@ -147,20 +254,25 @@ class Step:
             hit, value = frame.run.replay(self, frame, idx, fp)
             if hit:
                 return True, value
+        if not self.cache:
+            return False, (frame, idx, fp, None)
         hit, value, ck = cache.lookup(self, frame, idx, fp)
         if hit:
             return True, value
         return False, (frame, idx, fp, ck)
 
-    def _starting(self, frame: Frame | None, idx: str) -> None:
-        if frame is not None and (g := gate()).step_start:
+    def _starting(self, frame: Frame, idx: str) -> None:
+        g = gate()
+        if g.step_start:
             g.hook.suture_step_start(run=frame.run.info, call=frame.run.call_info(frame, self.name, idx))
 
     def commit(self, frame: Frame | None, idx: str, fp: str, ck: str | None, value: Any, started: float,
                duration: float) -> None:
         """A live call returned ``value``: write it to the journal (and the cache)."""
+        if type(value) is not self._exact:  # the value's type is exactly the annotation: nothing to check
+            check_value(self, value)
         data = self.encode(value)
-        entry = cache.entry_for(self, ck, value, data, started, duration)
+        entry = cache.entry_for(self, ck, value, data, started, duration) if ck is not None else None
         if frame is None:
             if entry is not None:
                 cache.put_outside_run(entry)
@@ -179,7 +291,8 @@ class Step:
             started = time.time()
             t0 = time.perf_counter()
             try:
-                self._starting(frame, idx)
+                if frame is not None and _GATE.step_start:
+                    self._starting(frame, idx)
                 if frame is not None and frame.run.live_call is not None:
                     value = frame.run.live_call(self, self.fn, args, kwargs)
                 else:
@@ -207,7 +320,8 @@ class Step:
             started = time.time()
             t0 = time.perf_counter()
             try:
-                self._starting(frame, idx)
+                if frame is not None and _GATE.step_start:
+                    self._starting(frame, idx)
                 if frame is not None and frame.run.live_call is not None:
                     value = await frame.run.live_call(self, self.fn, args, kwargs)
                 else:
@@ -266,6 +380,7 @@ def _wrap(step_obj: Step) -> Callable[..., Any]:
 
     wrapper.with_key = with_key
     wrapper.__suture_step__ = step_obj
+    step_obj.wrapper = wrapper
     wrapper.step_info = step_obj.info
     return wrapper
 

@@ -128,7 +128,7 @@ def test_divergence_relaxed_drops_later_entries_and_runs_live(store):
     # a replayed, the diverged call and the one after it ran again
     assert calls == ["a", "b", "c", "B!", "c"]
     events = [e for e in store.list_events("d") if e["kind"] == "divergence"]
-    assert events and events[0]["data"]["step"] == "test_divergence_relaxed_drops_later_entries_and_runs_live.<locals>.fetch"
+    assert events and events[0]["data"]["step"] == "test_journal:test_divergence_relaxed_drops_later_entries_and_runs_live.<locals>.fetch"
     assert events[0]["data"]["dropped"] == 2
 
 
@@ -270,8 +270,9 @@ def test_async_gather_keys_follow_program_order_not_completion(store):
         calls.clear()
         assert asyncio.run(agent.run(20, run_id=f"g{seed}")) == [i * i for i in range(20)]
         assert calls == []
-        idx = {e.idx: e for e in store.list_entries(f"g{seed}")}
-        assert len(idx) == 20
+        # each gathered call is an asyncio task with a branch of its own, numbered in creation order
+        keys = {(e.path, e.idx) for e in store.list_entries(f"g{seed}")}
+        assert keys == {(f"~{work.__qualname__}#{i}", "0") for i in range(20)}
 
 
 def test_map_assigns_indices_in_submission_order(store):
@@ -443,7 +444,7 @@ def test_decorators_keep_signature_and_hints():
         """doc"""
         return [b] * a
 
-    @suture.step(cache=True)
+    @suture.step(cache=True, name="g")
     async def g(a: int) -> int:
         return a
 

@@ -22,7 +22,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..models import AttemptRow, CacheRow, EntryRow, Question, RunRecord
 
 #: Bump with a migration whenever the schema changes; a store newer than this is refused.
-SCHEMA_VERSION = 2
+#: v3: runs record the rule their call keys were made under (``call_keys``)
+SCHEMA_VERSION = 3
+#: The rule of call keys new runs are journaled under. 1: bare qualnames, arguments as given, one
+#: counter per frame (suture 0.1); 2: ``module:qualname`` names, arguments bound to the signature,
+#: a branch per asyncio task. Runs recorded under rule 1 replay through :func:`suture.journal.legacy_key`.
+CALL_KEYS = 2
 
 #: A journal row: (path, name, idx, seq, fingerprint, kind, source, output, serializer,
 #: started_at, duration, attempt)
@@ -188,6 +193,12 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def cache_stats(self) -> dict[str, dict[str, float]]:
         """Per step: hits, misses, saved_seconds."""
+
+    @abc.abstractmethod
+    def reset_run(self, run_id: str) -> int:
+        """Forget ``run_id`` entirely (journal, attempts, events, questions, the run's row) so that
+        its id starts fresh; return how many journal entries were deleted. Refuses
+        (:class:`LeaseError`) while a live attempt holds the run. State published by the run stays."""
 
     @abc.abstractmethod
     def gc(self) -> int:

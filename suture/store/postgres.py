@@ -70,6 +70,9 @@ MIGRATIONS: dict[int, str] = {
     ALTER TABLE suture_journal ADD COLUMN IF NOT EXISTS blob TEXT;
     ALTER TABLE suture_cache ADD COLUMN IF NOT EXISTS blob TEXT;
     """,
+    3: """
+    ALTER TABLE suture_runs ADD COLUMN IF NOT EXISTS call_keys INTEGER NOT NULL DEFAULT 1;
+    """,
 }
 
 _SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")

@@ -19,7 +19,7 @@ from ._values import blob as _blob
 from ._values import dump as _dump
 from ._values import load as _load
 from ._values import run_record as _run_record
-from .base import Store, holder_is_dead
+from .base import CALL_KEYS, Store, holder_is_dead
 from .schema import apply_migrations, stored_version
 from .sql_shared import SharedTables
 
@@ -137,20 +137,20 @@ class SqlStore(SharedTables, Store):
         with self._tx(f"starting run {run_id!r}"):
             rows = list(self._exec(
                 "SELECT run_id, agent, status, created_at, updated_at, attempts, entry, error, "
-                "lease_owner, labels, lease_expires, lease_token FROM suture_runs WHERE run_id = ?",
+                "lease_owner, labels, call_keys, lease_expires, lease_token FROM suture_runs WHERE run_id = ?",
                 (run_id,),
             ).fetchall())
             if not rows:
                 self._exec(
                     "INSERT INTO suture_runs (run_id, agent, status, created_at, updated_at, attempts, "
-                    "entry, labels, lease_owner, lease_token, lease_expires) "
-                    "VALUES (?, ?, 'running', ?, ?, 0, ?, ?, ?, 1, ?)",
-                    (run_id, agent, now, now, _dump(entry), _dump(labels or {}), owner, now + ttl),
+                    "entry, labels, lease_owner, lease_token, lease_expires, call_keys) "
+                    "VALUES (?, ?, 'running', ?, ?, 0, ?, ?, ?, 1, ?, ?)",
+                    (run_id, agent, now, now, _dump(entry), _dump(labels or {}), owner, now + ttl, CALL_KEYS),
                 )
                 return 1, None
             row = rows[0]
-            previous = _run_record(row[:10])
-            holder, expires, token = row[8], row[10], row[11]
+            previous = _run_record(row[:11])
+            holder, expires, token = row[8], row[11], row[12]
             if holder and holder != owner and (expires or 0) > now and not holder_is_dead(holder):
                 raise LeaseError(
                     f"run {run_id!r} is being executed by another live attempt ({holder}); its "
@@ -167,6 +167,18 @@ class SqlStore(SharedTables, Store):
                 (owner, new_token, now + ttl, now, _dump(entry), _dump(labels) if labels else None, run_id),
             )
             return new_token, previous
+
+    def reset_run(self, run_id):
+        with self._tx(f"resetting run {run_id!r}"):
+            rows = list(self._exec("SELECT lease_owner, lease_expires FROM suture_runs WHERE run_id = ?",
+                                   (run_id,)).fetchall())
+            if rows and rows[0][0] and (rows[0][1] or 0) > time.time() and not holder_is_dead(rows[0][0]):
+                raise LeaseError(f"run {run_id!r} is being executed by a live attempt ({rows[0][0]}): stop it "
+                                 f"before resetting the run", run_id=run_id, holder=rows[0][0])
+            deleted = self._exec("DELETE FROM suture_journal WHERE run_id = ?", (run_id,)).rowcount
+            for table in ("suture_attempts", "suture_events", "suture_questions", "suture_runs"):
+                self._exec(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
+            return deleted
 
     def renew_lease(self, run_id, owner, token, ttl):
         with self._tx("renewing a lease") as _:
@@ -188,7 +200,7 @@ class SqlStore(SharedTables, Store):
 
     _RUN_COLS = (
         "r.run_id, r.agent, r.status, r.created_at, r.updated_at, r.attempts, r.entry, r.error, "
-        "r.lease_owner, r.labels"
+        "r.lease_owner, r.labels, r.call_keys"
     )
 
     def get_run(self, run_id):
@@ -218,8 +230,8 @@ class SqlStore(SharedTables, Store):
         )
         out = []
         for row in rows:
-            rec = _run_record(row[:10])
-            rec.steps = row[10]
+            rec = _run_record(row[:11])
+            rec.steps = row[11]
             out.append(rec)
         return out
 

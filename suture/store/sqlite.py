@@ -65,6 +65,9 @@ MIGRATIONS: dict[int, str] = {
     ALTER TABLE suture_journal ADD COLUMN blob TEXT;
     ALTER TABLE suture_cache ADD COLUMN blob TEXT;
     """,
+    3: """
+    ALTER TABLE suture_runs ADD COLUMN call_keys INTEGER NOT NULL DEFAULT 1;
+    """,
 }
 
 

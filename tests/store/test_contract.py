@@ -249,6 +249,10 @@ def test_large_values_live_in_the_blob_table(any_store):
     assert step.decode(data, sname) == b"\x01" * (3 * 1024 * 1024)  # the cache reads through the blob table
 
 
+OLD_RUN = ("INSERT INTO suture_runs (run_id, agent, status, created_at, updated_at) "
+           "VALUES ('old', 'research', 'crashed', 0, 0)")
+
+
 def test_a_version_1_store_is_migrated(any_store_url, tmp_path):
     from suture.config import close_stores, get_store
 
@@ -267,6 +271,7 @@ def test_a_version_1_store_is_migrated(any_store_url, tmp_path):
         con.executescript(MIGRATIONS[1])
         con.execute("INSERT INTO suture_meta VALUES ('schema_version', '1')")
         con.execute("INSERT INTO suture_journal VALUES ('old', '', 's', '0', 0, 'fp', 'step', 'live', '41', 'json', 0, 0, 1)")
+        con.execute(OLD_RUN)
         con.commit()
         con.close()
         url = f"sqlite:///{os_path}"
@@ -286,11 +291,18 @@ def test_a_version_1_store_is_migrated(any_store_url, tmp_path):
             conn.execute("INSERT INTO suture_meta VALUES ('schema_version', '1')")
             conn.execute("INSERT INTO suture_journal VALUES ('old', '', 's', '0', 0, 'fp', 'step', 'live', "
                          "'\\x003431', 'json', 0, 0, 1)")
+            conn.execute(OLD_RUN)
         url = f"{dsn}?schema={schema_v1}"
     try:
         store = get_store(url)
-        assert store._read("SELECT value FROM suture_meta WHERE key = 'schema_version'")[0][0] == "2"
+        from suture.store.base import SCHEMA_VERSION
+
+        assert store._read("SELECT value FROM suture_meta WHERE key = 'schema_version'")[0][0] == str(SCHEMA_VERSION)
         assert store.load_journal("old")[("", "s", "0")][2] in ("41", b"41")
+        # v3: a run recorded before knows its call keys follow the old rule (bare names)
+        assert store.get_run("old").call_keys == 1
+        store.acquire_run("new", "a", "me", ttl=5)
+        assert store.get_run("new").call_keys == 2
     finally:
         close_stores()
         if not any_store_url.startswith("sqlite"):

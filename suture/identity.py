@@ -1,0 +1,85 @@
+"""Step identity: the name a step's calls are journaled and cached under.
+
+A step's default name is ``module:qualname``: ``tools_db:fetch`` and ``tools_web:fetch`` are two
+steps. Where the module name is synthetic — a script run as ``__main__``, suture's own loader
+(``__suture_main__``), an orchestrator's flow loader (``__prefect_loader_...__``) — the module part
+is the file's dotted path relative to the project root that contains it (the nearest directory
+with ``pyproject.toml``, ``setup.py``, ``setup.cfg`` or ``.git``), else relative to the
+``sys.path`` entry that contains it; so ``python agents/research.py`` and ``import
+agents.research`` give the same names. A step defined inside a function (a closure made by a
+factory) shares its qualname with every closure the factory makes: cached ones must be given
+``name=``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from typing import Any, Callable
+
+_ROOT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
+
+
+def is_synthetic(module: str) -> bool:
+    """Whether ``module`` is a name a loader made up rather than the file's import name."""
+    return module in ("__main__", "__mp_main__") or (module.startswith("__") and module.endswith("__"))
+
+
+@functools.lru_cache(maxsize=512)
+def _project_root(directory: str) -> str | None:
+    d = directory
+    while True:
+        if any(os.path.exists(os.path.join(d, m)) for m in _ROOT_MARKERS):
+            return d
+        parent = os.path.dirname(d)
+        if parent == d:
+            return None
+        d = parent
+
+
+def dotted_path(file: str) -> str | None:
+    """The dotted module path of ``file`` relative to its project root (else its ``sys.path`` entry)."""
+    file = os.path.abspath(file)
+    stem = os.path.splitext(file)[0]
+    if os.path.basename(stem) == "__init__":
+        stem = os.path.dirname(stem)
+    bases = []
+    root = _project_root(os.path.dirname(file))
+    if root is not None:
+        bases.append(root)
+    bases += sorted((os.path.abspath(p or os.getcwd()) for p in sys.path), key=len, reverse=True)
+    for base in bases:
+        rel = os.path.relpath(stem, base)
+        if not rel.startswith(os.pardir) and not os.path.isabs(rel):
+            return rel.replace(os.sep, ".")
+    return None
+
+
+def module_of(fn: Callable[..., Any]) -> str:
+    """The module part of ``fn``'s default step name."""
+    module = getattr(fn, "__module__", None) or ""
+    if is_synthetic(module):
+        code = getattr(fn, "__code__", None)
+        file = getattr(code, "co_filename", None)
+        if file and os.path.exists(file):
+            return dotted_path(file) or module
+    return module
+
+
+def default_name(fn: Callable[..., Any]) -> str:
+    """``module:qualname`` of ``fn`` (see the module docstring)."""
+    return f"{module_of(fn)}:{fn.__qualname__}"
+
+
+def qualname_of(name: str) -> str:
+    """The qualname part of a step name (the whole name when it has no module part)."""
+    return name.rpartition(":")[2]
+
+
+def is_local(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` is defined inside a function (a closure): its qualname names a ``<locals>``."""
+    return "<locals>" in fn.__qualname__
+
+
+__all__ = ["default_name", "dotted_path", "is_local", "is_synthetic", "module_of", "qualname_of"]
