@@ -19,11 +19,15 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import pytest
 
-from .faults import Fault, FaultSpec, fault_env, inject
+if TYPE_CHECKING:  # pragma: no cover
+    from .faults import Fault, FaultSpec
+
+# Nothing of suture is imported until a fixture is used: installed, this plugin loads in every
+# pytest session of the environment.
 
 #: the name of this plugin's ``pytest11`` entry point
 ENTRY_POINT_NAME = "suture"
@@ -33,17 +37,21 @@ class FaultInjector:
     """The ``suture_faults`` fixture: arm faults for one test; all are removed at its end."""
 
     def __init__(self) -> None:
-        self.faults: list[Fault] = []
+        self.faults: list["Fault"] = []
 
-    def inject(self, kind: str | FaultSpec, **options: Any) -> Fault:
+    def inject(self, kind: "str | FaultSpec", **options: Any) -> "Fault":
         """Arm a fault in this process (see :func:`suture.testing.inject`)."""
+        from .faults import inject
+
         fault = inject(kind, **options)
         self.faults.append(fault)
         return fault
 
-    def env(self, *faults: FaultSpec | Fault | dict[str, Any], env: dict[str, str] | None = None,
+    def env(self, *faults: "FaultSpec | Fault | dict[str, Any]", env: dict[str, str] | None = None,
             **options: Any) -> dict[str, str]:
         """A child process's environment arming ``faults`` (or one fault given by ``options``)."""
+        from .faults import FaultSpec, fault_env
+
         if options:
             faults = (*faults, FaultSpec(**options))
         return fault_env(*faults, env=env)
@@ -93,6 +101,8 @@ def suture_store(suture_store_url: str) -> Any:
 @pytest.fixture()
 def suture_faults(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultInjector]:
     """Arm faults for this test; the ``suture_fault`` markers are armed already."""
+    from .faults import FaultSpec, fault_env
+
     injector = FaultInjector()
     children: list[FaultSpec] = []
     for marker in reversed(list(request.node.iter_markers("suture_fault"))):

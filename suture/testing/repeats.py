@@ -77,12 +77,14 @@ def assert_no_repeats(
     keys = Counter((e.path, e.name, e.idx) for e in entries)
     for key, n in keys.items():
         if n > 1:
-            problems.append(f"the journal holds {n} entries for call {key[1]}#{key[2]} at {key[0] or '<root>'}")
+            problems.append(f"the journal holds {n} entries for call {key[1]}#{key[2]} under {key[0] or 'the agent'}")
     for ev in events:
         if ev["kind"] == "divergence":
             d = ev["data"] or {}
+            call = f"{d.get('step')}#{d.get('index')}"
+            call = f"{d['path']}/{call}" if d.get("path") else call
             problems.append(
-                f"attempt {ev['attempt']}: step {d.get('step')!r} (call {d.get('path') or '<root>'}#{d.get('index')}) "
+                f"attempt {ev['attempt']}: step {d.get('step')!r} (call {call}) "
                 f"diverged from the journal, so it and {d.get('dropped', 0)} later entr(ies) were dropped and ran "
                 f"again: the agent is not deterministic between steps (see assert_replays)"
             )

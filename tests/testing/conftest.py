@@ -14,6 +14,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENTS = Path(__file__).parent / "agents"
+if str(AGENTS) not in sys.path:  # the test agents import by module name, here and in child processes
+    sys.path.insert(0, str(AGENTS))
 
 
 def pytest_configure(config: pytest.Config) -> None:
