@@ -5,17 +5,13 @@ execution log. The suture.testing pytest plugin is loaded here if `-p suture.tes
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-AGENTS = Path(__file__).parent / "agents"
-if str(AGENTS) not in sys.path:  # the test agents import by module name, here and in child processes
-    sys.path.insert(0, str(AGENTS))
+sys.path.insert(0, str(Path(__file__).parent))
+from _support import ROOT  # noqa: E402  (also puts the test agents on sys.path)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -37,9 +33,3 @@ def env(suture_store_url: str, log_path: Path) -> dict[str, str]:
     out = dict(os.environ)
     out["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in out.get("PYTHONPATH", "").split(os.pathsep) if p])
     return out
-
-
-def run_child(script: str, *args: Any, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run ``tests/testing/agents/<script>`` with ``args`` in a child process."""
-    return subprocess.run([sys.executable, str(AGENTS / script), *map(str, args)], env=env, capture_output=True,
-                          text=True, timeout=timeout)

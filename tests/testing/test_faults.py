@@ -24,7 +24,7 @@ from suture.testing import (
 from suture.testing.faults import parse_faults, plugin_discoverable
 from suture.testing.plugin import Inert, from_environment
 
-from conftest import run_child
+from _support import run_child
 
 N = 8
 

@@ -13,7 +13,7 @@ import pytest
 import suture
 from suture.testing import ExecutionLog, FaultSpec, assert_no_repeats, fault_env, inject
 
-from conftest import run_child
+from _support import run_child
 
 
 @suture.step
