@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # grammar, runner
 
-from runner import FIGURES, Spawner  # noqa: E402
+from runner import FIGURES, SESSION, Spawner  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -43,5 +43,7 @@ def pytest_terminal_summary(terminalreporter) -> None:
         f"{programs} programs, {processes} processes, {fired} kills fired of {planned} planned, "
         f"{steps} live step calls in the references, {seconds:.1f}s in programs"
     )
+    if "seed" in SESSION:
+        terminalreporter.write_line(f"long session: HARNESS_SEED={SESSION['seed']} repeats it")
     terminalreporter.write_line("shapes (programs using each): " +
                                 ", ".join(f"{k} {v}" for k, v in sorted(shapes.items())))

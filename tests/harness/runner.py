@@ -37,6 +37,8 @@ HERE = Path(__file__).resolve().parent
 WHENS = ("start", "before_commit", "after_commit")
 #: figures of every program checked in this session (printed at the end by conftest.py)
 FIGURES: list["Figures"] = []
+#: the hypothesis seed of a long session (printed at the end, to repeat it with HARNESS_SEED)
+SESSION: dict[str, Any] = {}
 
 
 # ------------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from grammar import (
     Call, Gather, Leaf, Loop, Map, Parent, Program, Recursive, StateOp, Threads, Value, programs, render,
 )
-from runner import FIGURES, WHENS, Figures, Harness, Spawner, check_crash_run, exactly_once, recorded_values
+from runner import FIGURES, SESSION, WHENS, Figures, Harness, Spawner, check_crash_run, exactly_once, recorded_values
 
 KINDS = ("sigkill", "sigterm")
 MAX_KILLS = 3
@@ -96,6 +96,7 @@ LONG_SEED = int(os.environ.get("HARNESS_SEED") or random.SystemRandom().randrang
 @settings(max_examples=500, **_COMMON)
 @given(program=programs(), kills=KILLS)
 def test_crash_and_resume_long(program, kills, spawner, tmp_path_factory):
+    SESSION["seed"] = LONG_SEED
     note(f"HARNESS_SEED={LONG_SEED}\nkills: {kills}\nprogram:\n{render(program)}")
     check(program, spawner, tmp_path_factory.mktemp("program"), _kill_chooser(kills),
           f"HARNESS_SEED={LONG_SEED}; kills {kills}; ")
