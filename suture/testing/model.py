@@ -10,6 +10,7 @@ latency, and can inject 429s (with ``Retry-After``), 500s and slow answers.
         model.calls  # how many completions it served
 
 The call count can also be kept in a file (``count_file=``) so separate processes add up.
+:func:`rate_limit_storm` queues a burst of 429s (with ``Retry-After``) on a running model.
 Only the standard library is used here; the ``openai`` client is the caller's.
 """
 
@@ -186,3 +187,27 @@ def count_lines(path: str | os.PathLike[str]) -> int:
             return sum(1 for _ in fh)
     except FileNotFoundError:
         return 0
+
+
+def rate_limits(n: int, retry_after: float | str = 1, *, status: int = 429) -> list[tuple[int, dict[str, str]]]:
+    """``n`` rate-limit answers for ``ScriptedModel(faults=...)``: ``(429, {"Retry-After": ...})``."""
+    if n < 0:
+        raise ValueError(f"rate_limits(n={n}): n must be >= 0")
+    return [(status, {"Retry-After": _seconds_text(retry_after)}) for _ in range(n)]
+
+
+def rate_limit_storm(model: ScriptedModel, n: int, retry_after: float | str = 1, *, status: int = 429) -> None:
+    """Queue ``n`` rate-limit answers on ``model``: its next ``n`` requests get HTTP ``status`` (429)
+    with ``Retry-After: retry_after``, from whichever process sends them; later requests are answered.
+
+    Faults already queued are served first. Suture's policy retries a rate-limited step in place,
+    no sooner than Retry-After, so a storm of ``n`` costs about ``n * retry_after`` seconds.
+    """
+    with model._lock:
+        model.faults.extend(rate_limits(n, retry_after, status=status))
+
+
+def _seconds_text(value: float | str) -> str:
+    if isinstance(value, str):
+        return value
+    return str(int(value)) if float(value).is_integer() else str(value)

@@ -1,0 +1,171 @@
+"""The generative crash-and-resume harness: hypothesis writes agent programs, the harness kills
+them at points the seed chooses and resumes them until they finish; the invariants of runner.py
+must hold for every program.
+
+    python -m pytest tests/harness                 # 40 programs (derandomized: the same every run)
+    python -m pytest tests/harness -m long         # 500 programs; HARNESS_SEED=n to repeat a session
+
+A failing program is shrunk by hypothesis and printed as Python source (runnable: see its
+docstring) with the seed and the kills that were applied.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, note, seed, settings
+from hypothesis import strategies as st
+
+from grammar import (
+    Call, Gather, Leaf, Loop, Map, Parent, Program, Recursive, StateOp, Threads, Value, programs, render,
+)
+from runner import FIGURES, SESSION, WHENS, Figures, Harness, Spawner, check_crash_run, exactly_once, recorded_values
+
+KINDS = ("sigkill", "sigterm")
+MAX_KILLS = 3
+
+
+def check(program: Program, spawner: Spawner, workdir, choose_kill, label: str = "",
+          source: str | None = None) -> Figures:
+    """Reference, crash run, oracle, invariants and replay check of one program."""
+    t0 = time.perf_counter()
+    h = Harness(spawner, workdir, source or render(program))
+    try:
+        ref = h.uninterrupted("reference")
+        exactly_once(ref, "reference")
+        live = sum(1 for e in ref.entries if e.source == "live" and e.kind != "state")
+        h.figures.live_steps = live
+        crash = h.crash_run(choose_kill, live)
+        if program.reads_values():
+            oracle = h.uninterrupted("oracle", recorded_values(crash))
+            exactly_once(oracle, "oracle")
+        else:
+            oracle = ref  # nothing read outside the journal: the reference is the oracle
+        check_crash_run(crash, oracle, h.figures.kills_fired)
+        h.replay_check()
+    except AssertionError as exc:
+        raise AssertionError(
+            f"{exc}\n\n{label}workdir: {workdir}\nprogram ({workdir / 'program.py'}):\n{h.source}"
+        ) from None
+    h.figures.seconds = time.perf_counter() - t0
+    h.figures.shapes = program.shapes()
+    FIGURES.append(h.figures)
+    return h.figures
+
+
+#: three kills per program: (kind, point, where among the calls still to run, in thousandths)
+KILLS = st.lists(st.tuples(st.sampled_from(KINDS), st.sampled_from(WHENS), st.integers(0, 999)),
+                 min_size=MAX_KILLS, max_size=MAX_KILLS)
+
+
+def _kill_chooser(kills: list[tuple[str, str, int]]):
+    """The fault of each attempt. Everything is drawn up front (the number of calls left to run
+    depends on timing under concurrency, so a draw must not): attempt i is killed at the call
+    ``1 + permille * remaining // 1000`` of those it runs live."""
+
+    def choose(attempt: int, remaining: int):
+        if attempt > len(kills):
+            return None
+        kind, when, permille = kills[attempt - 1]
+        return kind, when, 1 + permille * remaining // 1000
+
+    return choose
+
+
+_COMMON = dict(deadline=None, database=None, print_blob=True,
+               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                      HealthCheck.filter_too_much])
+
+
+@settings(max_examples=40, derandomize=True, **_COMMON)
+@given(program=programs(), kills=KILLS)
+def test_crash_and_resume(program, kills, spawner, tmp_path_factory):
+    note(f"kills: {kills}\nprogram:\n{render(program)}")
+    check(program, spawner, tmp_path_factory.mktemp("program"), _kill_chooser(kills), f"derandomized; kills {kills}; ")
+
+
+LONG_SEED = int(os.environ.get("HARNESS_SEED") or random.SystemRandom().randrange(2**32))
+
+
+@pytest.mark.long
+@seed(LONG_SEED)
+@settings(max_examples=500, **_COMMON)
+@given(program=programs(), kills=KILLS)
+def test_crash_and_resume_long(program, kills, spawner, tmp_path_factory):
+    SESSION["seed"] = LONG_SEED
+    note(f"HARNESS_SEED={LONG_SEED}\nkills: {kills}\nprogram:\n{render(program)}")
+    check(program, spawner, tmp_path_factory.mktemp("program"), _kill_chooser(kills),
+          f"HARNESS_SEED={LONG_SEED}; kills {kills}; ")
+
+
+# ------------------------------------------------------------------------------------------------
+# every shape, deterministically (whatever hypothesis happens to draw)
+# ------------------------------------------------------------------------------------------------
+
+L0, L1, CACHED, EFFECT = Leaf("leaf0", 17, 3), Leaf("leaf1", 5, 11), Leaf("leaf2", 7, 1, cache=True), \
+    Leaf("leaf3", 3, 9, side_effect=True)
+A0 = Leaf("aleaf0", 13, 2, is_async=True)
+P0 = Parent("parent0", ("leaf0", "leaf3"), loop=3)
+P1 = Parent("parent1", ("parent0", "leaf1"))
+R0 = Recursive("rec0", "leaf3")
+STEPS = (L0, L1, CACHED, EFFECT, A0, P0, P1, R0)
+
+_SHAPES = {
+    "loop": Program(STEPS, (Loop(3, (Call("leaf0", 3, 1), Loop(2, (Call("leaf1", 1, 2),)))),)),
+    "nested": Program(STEPS, (Call("parent1", 2, 5), Call("parent0", 1, 1), Call("parent1", 7, 0))),
+    "recursion": Program(STEPS, (Call("rec0", 1, 0), Call("rec0", 2, 3))),
+    "gather": Program(STEPS, (Gather("aleaf0", 4), Call("leaf0", 1, 1), Gather("aleaf0", 3))),
+    "gather-async-agent": Program(STEPS, (Gather("aleaf0", 4), Call("leaf1", 1, 1), Gather("aleaf0", 2)),
+                                  is_async=True),
+    "map": Program(STEPS, (Map("leaf3", 4), Map("parent0", 3), Call("leaf0", 1, 0))),
+    "threads": Program(STEPS, (Loop(2, (Threads("leaf3", 3),)), Threads("parent0", 2))),
+    "cache": Program(STEPS, (Loop(3, (Call("leaf2", 1, 0), Call("leaf2", 2, 1))), Call("leaf2", 1, 0))),
+    "state": Program(STEPS, (Call("leaf0", 1, 1), StateOp("add"), Call("leaf1", 1, 2), StateOp("append"),
+                             StateOp("read"), Call("leaf3", 2, 0), StateOp("add")), uses_state=True),
+    "values": Program(STEPS, (Value("now"), Call("leaf0", 1, 1), Value("uuid"), Loop(2, (Value("random"),
+                                                                                        Call("leaf1", 1, 0))))),
+}
+SHAPES = {name: dataclasses.replace(p, seed=4242 + i) for i, (name, p) in enumerate(sorted(_SHAPES.items()))}
+
+
+@pytest.mark.parametrize("kills", [
+    (("sigkill", "before_commit", 3), ("sigterm", "after_commit", 2), ("sigkill", "start", 2)),
+    (("sigkill", "start", 1), ("sigkill", "after_commit", 4)),
+], ids=["3-kills", "2-kills"])
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_each_shape_survives_kills(shape, kills, spawner, tmp_path):
+    def choose(attempt: int, remaining: int):
+        if attempt > len(kills):
+            return None
+        kind, when, nth = kills[attempt - 1]
+        return kind, when, min(nth, remaining)
+
+    check(SHAPES[shape], spawner, tmp_path, choose, f"shape {shape}; ")
+
+
+def test_a_rendered_program_runs_as_a_plain_script(tmp_path):
+    """Without the fork server: `python program.py RUN_ID`, killed and resumed like the others."""
+    exec_spawner = Spawner("exec")
+    try:
+        figures = check(SHAPES["nested"], exec_spawner, tmp_path,
+                        lambda attempt, remaining: ("sigkill", "before_commit", 3) if attempt == 1 else None)
+    finally:
+        exec_spawner.close()
+    assert figures.kills_fired == 1
+
+
+def test_the_harness_catches_a_value_read_outside_the_journal(spawner, tmp_path):
+    """The same program reading time.time() where it should read suture.now(): the resumed attempt
+    computes other step inputs, and the strict agent stops with DivergenceError."""
+    program = SHAPES["values"]
+    source = render(program).replace("v = getattr(suture, kind)()",
+                                     "import random, time, uuid\n"
+                                     "        v = {'now': time.time, 'random': random.random,\n"
+                                     "             'uuid': lambda: str(uuid.uuid4())}[kind]()")
+    with pytest.raises(AssertionError, match="DivergenceError"):
+        check(program, spawner, tmp_path, lambda attempt, remaining: ("sigkill", "after_commit", 2)
+              if attempt == 1 else None, source=source)
