@@ -27,6 +27,10 @@ from suture.testing.plugin import Inert, from_environment
 from _support import run_child
 
 N = 8
+#: the step names of agents/crashy.py: run as a script (``__main__``), its module part is the file's
+#: dotted path from the project root (this checkout), the same in its isolated child attempts
+WORK = "tests.testing.agents.crashy:work"
+FETCH = f"{__name__}:fetch"  # a step of this module, imported by pytest under this name
 
 
 def expected(n: int) -> int:
@@ -54,16 +58,16 @@ def test_sigkill_at_each_point_of_a_call(env, log_path, suture_store, when, runs
     first = run_child("crashy.py", "plain", "k", N, env=fault_env(spec, env=env))
     assert first.returncode == -signal.SIGKILL, first.stderr
     done = keys(log_path, "k")
-    assert done == [f"work#{i}" for i in range(3 if when == "start" else 4)]
+    assert done == [f"{WORK}#{i}" for i in range(3 if when == "start" else 4)]
     assert len(suture_store.list_entries("k")) == (4 if when == "after_commit" else 3)
 
     again = run_child("crashy.py", "plain", "k", N, env=fault_env(spec, env=env))  # attempt 2: inert
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout) == expected(N)
-    assert keys(log_path, "k").count("work#3") == runs_of_work3
+    assert keys(log_path, "k").count(f"{WORK}#3") == runs_of_work3
     report = assert_no_repeats("k", log=ExecutionLog(log_path))
     assert report.died == [1]
-    assert report.in_flight == (["k:work#3"] if when == "before_commit" else [])
+    assert report.in_flight == ([f"k:{WORK}#3"] if when == "before_commit" else [])
     assert_replays("k")
 
 
@@ -72,7 +76,7 @@ def test_a_marker_file_makes_a_fault_fire_once_across_processes(env, log_path, t
     child_env = fault_env(FaultSpec(kind="sigkill", nth=5, when="before_commit", marker=str(marker)), env=env)
     assert run_child("crashy.py", "plain", "m", N, env=child_env).returncode == -signal.SIGKILL
     fired = [json.loads(line) for line in marker.read_text().splitlines()]
-    assert [(f["step"], f["index"], f["attempt"]) for f in fired] == [("work", "4", 1)]
+    assert [(f["step"], f["index"], f["attempt"]) for f in fired] == [(WORK, "4", 1)]
     second = run_child("crashy.py", "plain", "m", N, env=child_env)  # same environment: spent
     assert second.returncode == 0, second.stderr
     assert len(marker.read_text().splitlines()) == 1
@@ -85,7 +89,7 @@ def test_nth_counts_live_calls_only(env, log_path, suture_store):
     assert run_child("crashy.py", "plain", "n", N, env=kill).returncode == -signal.SIGKILL
     second = fault_env(FaultSpec(kind="sigkill", nth=2, when="start", attempt=2), env=env)
     assert run_child("crashy.py", "plain", "n", N, env=second).returncode == -signal.SIGKILL
-    assert keys(log_path, "n") == [f"work#{i}" for i in range(4)]  # work#3 live, killed at work#4
+    assert keys(log_path, "n") == [f"{WORK}#{i}" for i in range(4)]  # work#3 live, killed at work#4
     assert run_child("crashy.py", "plain", "n", N, env=second).returncode == 0
     assert_no_repeats("n", log=ExecutionLog(log_path))
 
@@ -104,7 +108,7 @@ def test_sigterm_kills_a_plain_process_and_preempts_an_isolated_attempt(env, log
     assert attempts[0].action["spends_budget"] is False
     # the child finished the step in flight and committed it before stopping: it replays
     assert attempts[1].stats["replayed"] == 4
-    assert keys(log_path, "t2").count("work#3") == 1
+    assert keys(log_path, "t2").count(f"{WORK}#3") == 1
     assert_no_repeats("t2", log=ExecutionLog(log_path))
     assert_replays("t2")
 
@@ -129,9 +133,9 @@ def test_the_fault_env_is_read_by_the_isolated_grandchild(env, log_path, suture_
     assert out.returncode == 0, out.stderr
     first, second = suture_store.list_attempts("g")
     assert first.failure["evidence"]["signal"] == signal.SIGKILL
-    assert keys(log_path, "g").count("work#4") == 2  # in flight when the child died
+    assert keys(log_path, "g").count(f"{WORK}#4") == 2  # in flight when the child died
     report = assert_no_repeats("g", log=ExecutionLog(log_path))
-    assert report.in_flight == ["g:work#4"]
+    assert report.in_flight == [f"g:{WORK}#4"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -181,7 +185,7 @@ def test_raise_after_commit_escapes_into_the_agent_and_the_step_replays(suture_s
     with inject("raise", step="fetch", index=1, when="after_commit", error=RuntimeError, message="boom"):
         with pytest.raises(suture.GiveUp, match="boom"):
             fetcher.run(3, run_id="a")
-    assert [(e.name, e.idx) for e in suture_store.list_entries("a")] == [("fetch", "0"), ("fetch", "1")]
+    assert [(e.name, e.idx) for e in suture_store.list_entries("a")] == [(FETCH, "0"), (FETCH, "1")]
     with inject("raise", nth=1) as fault:  # the first live call of the resume is fetch#2
         with pytest.raises(suture.GiveUp):
             fetcher.run(3, run_id="a")
@@ -218,7 +222,7 @@ def test_the_marker_arms_a_fault_for_the_test(suture_store, suture_faults):
 def test_the_marker_with_children_arms_the_child_processes(env, log_path, suture_store):
     assert "SUTURE_FAULTS" in env
     assert run_child("crashy.py", "plain", "mc", 4, env=env).returncode == -signal.SIGKILL
-    assert keys(log_path, "mc") == ["work#0", "work#1"]
+    assert keys(log_path, "mc") == [f"{WORK}#0", f"{WORK}#1"]
     assert careful.run(1, run_id="here") == [100]  # not armed in this process
 
 

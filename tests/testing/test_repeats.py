@@ -15,6 +15,12 @@ from suture.testing import ExecutionLog, FaultSpec, assert_no_repeats, fault_env
 
 from _support import run_child
 
+#: step names: agents/crashy.py runs as a script (its module part is its dotted path from the project
+#: root); this module's steps are named after the module pytest imported it as
+WORK = "tests.testing.agents.crashy:work"
+NOTIFY = "tests.testing.agents.crashy:notify"
+STAMP = f"{__name__}:stamp"
+
 
 @suture.step
 def stamp(t: float) -> str:
@@ -62,7 +68,7 @@ def test_a_crash_in_flight_is_allowed_and_told_apart(env, suture_store, log_path
     with pytest.raises(AssertionError, match=r"attempt\(s\) 1 died without an end record"):
         assert_no_repeats("k", allow_in_flight=False)
     report = assert_no_repeats("k", log=ExecutionLog(log_path))
-    assert report.in_flight == ["k:work#2"] and report.executions == 5 + 1 + 1  # 5 work, notify, work#2 again
+    assert report.in_flight == [f"k:{WORK}#2"] and report.executions == 5 + 1 + 1  # 5 work, notify, work#2 again
     with pytest.raises(AssertionError, match="in flight when attempt 1 died"):
         ExecutionLog(log_path).assert_each_once("k", allow_in_flight=False)
 
@@ -75,7 +81,7 @@ def test_a_divergence_that_reran_completed_work_is_caught(suture_store, log_path
     with pytest.raises(AssertionError) as info:
         assert_no_repeats("d", log=ExecutionLog(log_path))
     message = str(info.value)
-    assert "step 'stamp' (call stamp#0) diverged" in message
+    assert f"step '{STAMP}' (call {STAMP}#0) diverged" in message
     assert "attempt 1 executed 2 step(s) live but the journal keeps 0" in message
 
 
@@ -86,7 +92,7 @@ def test_the_sink_deduplicates_a_side_effect_sent_twice(env, suture_store, log_p
     assert run_child("crashy.py", "plain", "s", 3, env=fault_env(spec, env=env)).returncode == -signal.SIGKILL
     assert run_child("crashy.py", "plain", "s", 3, env=env).returncode == 0
     log = ExecutionLog(log_path)
-    key = "s::notify:0"  # run:parent path:name:index
+    key = f"s::{NOTIFY}:0"  # run:parent path:name:index
     assert log.deliveries()[key] == 2
     assert list(log.delivered()) == [key]
     assert assert_no_repeats("s", log=log).in_flight == [key]

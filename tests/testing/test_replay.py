@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import time
 
 import pytest
@@ -14,6 +15,10 @@ import suture
 from suture.testing import assert_replays
 
 import replayable
+
+#: step names are module:qualname: this module's as pytest imported it, replayable's by its import name
+STAMP, SHOUT = f"{__name__}:stamp", f"{__name__}:shout"
+ISO_STAMP = "replayable:stamp"
 
 
 class Tally(BaseModel):
@@ -105,14 +110,14 @@ def test_time_time_between_steps_is_caught_and_named(suture_store):
     with pytest.raises(AssertionError) as info:
         assert_replays("nd", wall_clock)
     message = str(info.value)
-    assert "step 'stamp' (call stamp#0) diverged" in message
+    assert f"step '{STAMP}' (call {STAMP}#0) diverged" in message
     assert "suture.now()" in message and "time.time()" in message
-    assert "step 'shout' (call shout#0) ran live" in message
+    assert f"step '{SHOUT}' (call {SHOUT}#0) ran live" in message
 
 
 def test_random_in_strict_mode_is_caught_and_named(suture_store):
     dice.run("churn", run_id="nd-strict")
-    with pytest.raises(AssertionError, match=r"step 'stamp' \(call stamp#0\) diverged.*strict mode stopped"):
+    with pytest.raises(AssertionError, match=re.escape(f"step '{STAMP}' (call {STAMP}#0) diverged") + ".*strict mode stopped"):
         assert_replays("nd-strict", dice)
 
 
@@ -124,10 +129,10 @@ def test_the_same_agent_with_suture_now_passes(suture_store):
 def test_a_shorter_path_leaves_recorded_steps_unreached(suture_store, monkeypatch):
     env_loops.run(3, run_id="loops")
     monkeypatch.setenv("EXTRA_LOOPS", "-1")
-    with pytest.raises(AssertionError, match=r"1 recorded step call\(s\) were never reached.*shout#2"):
+    with pytest.raises(AssertionError, match=r"1 recorded step call\(s\) were never reached.*" + re.escape(f"{SHOUT}#2")):
         assert_replays("loops", env_loops)
     monkeypatch.setenv("EXTRA_LOOPS", "1")
-    with pytest.raises(AssertionError, match=r"'shout' \(call shout#3\) ran live but the recorded run has no such call"):
+    with pytest.raises(AssertionError, match=re.escape(f"'{SHOUT}' (call {SHOUT}#3) ran live but the recorded run has no such call")):
         assert_replays("loops", env_loops)
     monkeypatch.delenv("EXTRA_LOOPS")
     assert_replays("loops", env_loops)
@@ -149,7 +154,7 @@ def test_isolated_attempts_are_checked_through_the_store(suture_store):
     replayable.isolated_good.run("iso", run_id="iso-ok")
     assert_replays("iso-ok")
     replayable.isolated_bad.run("iso", run_id="iso-bad")
-    with pytest.raises(AssertionError, match=r"step 'stamp' \(call stamp#0\) diverged"):
+    with pytest.raises(AssertionError, match=re.escape(f"step '{ISO_STAMP}' (call {ISO_STAMP}#0) diverged")):
         assert_replays("iso-bad")
 
 
