@@ -24,12 +24,13 @@ class Inert:
 
 
 def from_environment(environ: Any = None) -> Any:
-    """The plugin object for the current environment: a :class:`~suture.testing.faults.FaultPlugin`
+    """The plugin object for the current environment: a :class:`~suture.testing.fault_plugin.FaultPlugin`
     with the faults of ``SUTURE_FAULTS``, or an :class:`Inert` one."""
     raw = (os.environ if environ is None else environ).get("SUTURE_FAULTS", "").strip()
     if not raw:
         return Inert()
-    from .faults import FaultPlugin, parse_faults
+    from .fault_plugin import FaultPlugin
+    from .fault_spec import parse_faults
 
     return FaultPlugin(parse_faults(raw))
 
