@@ -83,6 +83,14 @@ def assert_no_repeats(
             d = ev["data"] or {}
             call = f"{d.get('step')}#{d.get('index')}"
             call = f"{d['path']}/{call}" if d.get("path") else call
+            if d.get("reason") == "branch shift":
+                problems.append(
+                    f"attempt {ev['attempt']}: step {d.get('step')!r} (call {call}) found its recorded call under "
+                    f"{d.get('recorded_under')!r}: the asyncio tasks of a fan-out were created in another order "
+                    f"than in the earlier attempt (a branch shift), so their steps diverged and ran again; name "
+                    f"the branches by what they work on (`with suture.branch(item_key): ...`)"
+                )
+                continue
             problems.append(
                 f"attempt {ev['attempt']}: step {d.get('step')!r} (call {call}) "
                 f"diverged from the journal, so it and {d.get('dropped', 0)} later entr(ies) were dropped and ran "

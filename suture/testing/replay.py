@@ -29,6 +29,7 @@ import importlib
 import inspect
 import json
 import os
+import re
 import runpy
 import secrets
 import socket
@@ -107,7 +108,13 @@ def load_agent_function(entry: dict[str, Any]) -> Callable[..., Any]:
             f"pass it to assert_replays(run_id, agent_fn)"
         )
     obj: Any
-    if module in (None, "__main__", "__suture_main__"):
+    # as the local adapter loads it for a child attempt: the run's directory and the script's on
+    # sys.path, so a script's sibling imports resolve and its modules get the names they had
+    script = module in (None, "__main__", "__suture_main__")
+    for path in filter(None, [entry.get("cwd"), os.path.dirname(entry.get("file") or "")]):
+        if (script or module not in sys.modules) and path not in sys.path:
+            sys.path.insert(0, path)
+    if script:
         file = entry.get("file")
         if not file or not os.path.exists(file):
             raise AssertionError(f"cannot find the script {file!r} that defined agent {qualname!r}: "
@@ -117,10 +124,6 @@ def load_agent_function(entry: dict[str, Any]) -> Callable[..., Any]:
         obj = obj.get(parts[0])
         parts = parts[1:]
     else:
-        if module not in sys.modules:
-            for path in filter(None, [entry.get("cwd"), os.path.dirname(entry.get("file") or "")]):
-                if path not in sys.path:
-                    sys.path.insert(0, path)
         obj = importlib.import_module(module)
         parts = qualname.split(".")
     for part in parts:
@@ -263,27 +266,22 @@ def _problems(store: Any, run_id: str, scratch: str, journal: dict, copied: dict
         at = error.key.rfind(f":{error.step}:")
         path, idx = (error.key[:at], error.key[at + len(error.step) + 2:]) if at >= 0 else ("", "?")
         diverged.append({"step": error.step, "path": path, "index": idx, "recorded": error.recorded,
-                         "current": error.current, "dropped": 0, "strict": True})
+                         "current": error.current, "dropped": 0, "strict": True,
+                         "reason": _strict_reason(error), "recorded_under": _recorded_under(error)})
     for ev in store.list_events(scratch):
         if ev["kind"] == "divergence":
             d = ev["data"] or {}
             item = {"step": d.get("step"), "path": d.get("path", ""), "index": str(d.get("index")),
-                    "recorded": d.get("recorded"), "current": d.get("current"), "dropped": d.get("dropped", 0)}
-            if not any(x["step"] == item["step"] and x["path"] == item["path"] and x["index"] == item["index"]
-                       for x in diverged):
+                    "recorded": d.get("recorded"), "current": d.get("current"), "dropped": d.get("dropped", 0),
+                    "reason": d.get("reason"), "recorded_under": d.get("recorded_under")}
+            same = [x for x in diverged if all(x.get(k) == item[k] for k in ("step", "path", "index", "recorded",
+                                                                              "current"))]
+            for x in same:  # the hook saw it too: the event adds what the hook does not say
+                x.setdefault("reason", item["reason"])
+                x.setdefault("recorded_under", item["recorded_under"])
+            if not same:
                 diverged.append(item)
-    for d in diverged:
-        key = (d["path"], d["step"], d["index"])
-        before = _previous_call(journal, key)
-        dropped = ("strict mode stopped the replay" if d.get("strict") else
-                   f"{d['dropped']} later entr{'y' if d['dropped'] == 1 else 'ies'} dropped")
-        out.append(
-            f"step {_describe(key)} diverged: it was called with other inputs than in the recorded run "
-            f"(fingerprint {d['recorded']} recorded, {d['current']} now; {dropped}){before}. Likely: a value read between steps "
-            f"that changed — time.time(), datetime.now(), random, uuid, os.environ, a file — and was passed "
-            f"into this step: use suture.now() / suture.random() / suture.uuid(), or read it inside a step; "
-            f"or the code computing this step's inputs changed since the run was recorded."
-        )
+    out += _divergence_messages(journal, diverged)
     # live executions: this process's hook, and new journal entries (child processes)
     live = list(seen.live)
     for e in store.list_entries(scratch):
@@ -321,6 +319,70 @@ def _problems(store: Any, run_id: str, scratch: str, journal: dict, copied: dict
                 f"the replay returned another result than the recorded run ({_short(replayed[0])} instead "
                 f"of {_short(original[0])}): the agent computes its result from something outside the "
                 f"journal (time, random, environment, a file, a global changed by an earlier test)."
+            )
+    return out
+
+
+def _strict_reason(error: Any) -> str | None:
+    """What kind of divergence strict mode stopped at (its error carries no reason of its own)."""
+    if error.recorded == error.current:
+        return "branch shift"  # the same inputs, found under another task's number
+    if error.current == error.step and error.recorded != error.step:
+        return "renamed"  # the call is recorded under another step name (the module part changed)
+    if "earlier suture" in str(error):
+        return "legacy"
+    return None
+
+
+def _recorded_under(error: Any) -> str | None:
+    found = re.search(r"was recorded under '([^']+)'", str(error))
+    return found.group(1) if found else None
+
+
+def _divergence_messages(journal: dict, diverged: list[dict[str, Any]]) -> list[str]:
+    out: list[str] = []
+    shifted = {(d["path"], d["step"], d["index"]) for d in diverged
+               if (d.get("reason") == "branch shift" or d["recorded"] == d["current"])}
+    for d in diverged:
+        key = (d["path"], d["step"], d["index"])
+        reason = d.get("reason") or ("branch shift" if d["recorded"] == d["current"] else None)
+        dropped = ("strict mode stopped the replay" if d.get("strict") else
+                   f"{d['dropped']} later entr{'y' if d['dropped'] == 1 else 'ies'} dropped")
+        if reason == "branch shift":
+            drops = sum(x["dropped"] for x in diverged if (x["path"], x["step"], x["index"]) == key)
+            if not d.get("strict"):
+                dropped = f"{drops} later entr{'y' if drops == 1 else 'ies'} dropped"
+            under = f"under {d['recorded_under']!r}" if d.get("recorded_under") else "under another task's number"
+            out.append(
+                f"step {_describe(key)} found its recorded call {under}: a branch shift ({dropped}) — the asyncio "
+                f"tasks of a fan-out were created in another order than in the recorded run, because the items "
+                f"come from something read outside a step (a query, a set's order, the environment, time). Name "
+                f"each task's branch by what it works on: `with suture.branch(item_key): ...` inside the task."
+            )
+        elif key in shifted:
+            continue  # the same call's fingerprint mismatch after its branch shift: said above
+        elif reason == "renamed":
+            out.append(
+                f"step {d['step']!r} (call {_call_path(d['path'], d['step'], d['index'])}) is recorded under the "
+                f"step name {d['recorded']!r}: its module is named differently in the replay (a moved file, or "
+                f"a script loaded from another directory or under another name), so the replay stopped. Keep "
+                f"the recorded name with @suture.step(name={d['recorded']!r}), or load the agent as the "
+                f"recorded run did."
+            )
+        elif reason == "legacy":
+            out.append(
+                f"step {_describe(key)} was recorded by suture 0.1, whose call keys this version replays, but "
+                f"its arguments fingerprint differently under this version's rule (bound to the signature, "
+                f"defaults applied; {dropped}). Finish such runs with the version that started them."
+            )
+        else:
+            out.append(
+                f"step {_describe(key)} diverged: it was called with other inputs than in the recorded run "
+                f"(fingerprint {d['recorded']} recorded, {d['current']} now; {dropped}){_previous_call(journal, key)}. "
+                f"Likely: a value read between steps that changed — time.time(), datetime.now(), random, uuid, "
+                f"os.environ, a file — and was passed into this step: use suture.now() / suture.random() / "
+                f"suture.uuid(), or read it inside a step; or the code computing this step's inputs changed "
+                f"since the run was recorded."
             )
     return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import resource
 import signal
@@ -209,6 +210,34 @@ def test_oom_without_a_memory_limit_raises_memory_error_in_process(suture_store)
     assert failure["layer"] == "memory"
     assert "RLIMIT_DATA capped" in failure["message"]
     assert resource.getrlimit(resource.RLIMIT_DATA) == before
+
+
+@suture.step
+async def afetch(i: int) -> int:
+    await asyncio.sleep(0)
+    return i * 2
+
+
+async def worker(i: int) -> int:
+    return await afetch(i) + await afetch(i + 10)
+
+
+@suture.agent
+async def fan(n: int) -> list[int]:
+    return list(await asyncio.gather(*(worker(i) for i in range(n))))
+
+
+def test_a_fault_picks_a_call_inside_an_asyncio_task_by_its_branch(suture_store):
+    """A task's calls have its branch as their parent path; the full step name picks one module's step."""
+    with inject("raise", step=f"{__name__}:afetch", path="~worker#1", index=1, error=KeyError) as fault:
+        with pytest.raises(suture.GiveUp):
+            asyncio.run(fan.run(3, run_id="tb"))
+    assert [(c.path, c.step, c.index) for c in fault.calls] == [("~worker#1", f"{__name__}:afetch", "1")]
+    with inject("raise", step="elsewhere:afetch", times=None) as other:  # same qualname, another module
+        assert asyncio.run(fan.run(3, run_id="tb")) == [20, 24, 28]
+    assert other.fired == 0
+    entries = {(e.path, e.idx) for e in suture_store.list_entries("tb")}
+    assert entries == {(f"~worker#{i}", j) for i in range(3) for j in ("0", "1")}
 
 
 @pytest.mark.suture_fault("raise", step="fetch", index=2, error=ConnectionError)

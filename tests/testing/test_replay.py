@@ -3,6 +3,7 @@ which step ran live or diverged, and why."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import re
@@ -178,3 +179,118 @@ def test_an_unfinished_run_is_refused(suture_store):
             journaled_clock.run("x", run_id="unfinished")
     with pytest.raises(AssertionError, match="is 'failed'.*Resume it"):
         assert_replays("unfinished", journaled_clock)
+
+
+# -- the shapes of issue 12: task branches, step names, scripts ------------------------------------
+
+
+@suture.step
+async def fetch_page(x: int) -> int:
+    return x * 10
+
+
+@suture.step
+async def digest(x: int, page: int) -> int:
+    return x + page
+
+
+async def handle(x: int) -> int:
+    return await digest(x, await fetch_page(x))
+
+
+def _order(xs: list[int]) -> list[int]:
+    return list(reversed(xs)) if os.environ.get("REVERSED_ORDER") else xs
+
+
+@suture.agent
+async def fan_out(xs: list[int]) -> int:
+    """The tasks' order comes from the environment, read between steps."""
+    return sum(await asyncio.gather(*(handle(x) for x in _order(xs))))
+
+
+@suture.agent(strict=True)
+async def strict_fan_out(xs: list[int]) -> int:
+    return sum(await asyncio.gather(*(handle(x) for x in _order(xs))))
+
+
+def test_a_fan_out_replays_and_a_branch_shift_is_named(suture_store, monkeypatch):
+    asyncio.run(fan_out.run([1, 2, 3], run_id="fan"))
+    asyncio.run(strict_fan_out.run([1, 2, 3], run_id="fan-strict"))
+    assert assert_replays("fan", fan_out).replayed == 6  # two steps in each of three task branches
+    monkeypatch.setenv("REVERSED_ORDER", "1")
+    fetch = f"{__name__}:fetch_page"
+    with pytest.raises(AssertionError) as info:
+        assert_replays("fan", fan_out)
+    message = str(info.value)
+    assert f"step '{fetch}' (call ~handle#0/{fetch}#0) found its recorded call under '~handle#2'" in message
+    assert "a branch shift" in message and "suture.branch(" in message
+    assert "called with other inputs" not in message  # the shift is the reason, said once
+    shift = r"call ~handle#0/.*under '~handle#2': a branch shift \(strict mode stopped the replay\)"
+    with pytest.raises(AssertionError, match=shift):
+        assert_replays("fan-strict", strict_fan_out)
+
+
+def test_a_branch_shift_between_attempts_is_a_repeat(suture_store, monkeypatch):
+    from suture.testing import assert_no_repeats
+
+    with suture.testing.inject("raise", step="digest", path="~handle#2", error=KeyError):
+        with pytest.raises(suture.GiveUp):
+            asyncio.run(fan_out.run([1, 2, 3], run_id="shift"))
+    monkeypatch.setenv("REVERSED_ORDER", "1")
+    assert asyncio.run(fan_out.run([1, 2, 3], run_id="shift")) == 66
+    with pytest.raises(AssertionError, match=r"found its recorded call under '~handle#2'.*\(a branch shift\)"):
+        assert_no_repeats("shift")
+
+
+@suture.step(name="old_home:tick")
+def tick_then(n: int) -> int:
+    return n + 1
+
+
+@suture.step(name="new_home:tick")
+def tick_now(n: int) -> int:
+    return n + 1
+
+
+@suture.agent(name="ticker")
+def ticker_then(n: int) -> int:
+    return tick_then(n)
+
+
+@suture.agent(name="ticker")
+def ticker_now(n: int) -> int:
+    return tick_now(n)
+
+
+def test_a_step_whose_module_was_renamed_is_named_with_the_fix(suture_store):
+    ticker_then.run(1, run_id="moved")
+    with pytest.raises(AssertionError, match=re.escape(
+            "step 'new_home:tick' (call new_home:tick#0) is recorded under the step name 'old_home:tick'")) as info:
+        assert_replays("moved", ticker_now)
+    assert "@suture.step(name='old_home:tick')" in str(info.value)
+
+
+def test_a_script_importing_a_sibling_module_is_replayed_from_anywhere(suture_store, tmp_path, env, monkeypatch):
+    """A script run as `python prog.py` from its directory imports its siblings by name; the check,
+    run from another directory, loads it the way the local adapter does (its directory on sys.path),
+    so the sibling resolves and every step keeps the name it was recorded under."""
+    import subprocess
+    import sys
+
+    home = tmp_path / "scripts"
+    home.mkdir()
+    (home / "sibling_tools_x1.py").write_text(
+        "import suture\n\n@suture.step\ndef fetch(x: int) -> int:\n    return x + 1\n")
+    (home / "prog_x1.py").write_text(
+        "import sys\nimport suture\nimport sibling_tools_x1 as tools\n\n"
+        "@suture.step\ndef fetch(x: int) -> int:\n    return x * 2\n\n"
+        "@suture.agent\ndef agent(n: int) -> int:\n    return sum(tools.fetch(i) + fetch(i) for i in range(n))\n\n"
+        "if __name__ == '__main__':\n    print(agent.run(3, run_id=sys.argv[1]))\n")
+    out = subprocess.run([sys.executable, "prog_x1.py", "script"], cwd=home, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    names = {e.name for e in suture_store.list_entries("script")}
+    assert names == {"sibling_tools_x1:fetch", "prog_x1:fetch"}  # two modules, two steps named fetch
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the check's sys.path entries go with the test
+    monkeypatch.chdir(tmp_path)
+    assert assert_replays("script").result == int(out.stdout)
