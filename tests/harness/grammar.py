@@ -1,4 +1,5 @@
-"""A small grammar of agent programs, its hypothesis strategies, and its rendering as Python source.
+"""A small grammar of agent programs, as data, and its hypothesis strategies (rendered as Python
+source by :mod:`render`).
 
 Only shapes whose guarantees hold in today's core are generated:
 
@@ -6,18 +7,31 @@ Only shapes whose guarantees hold in today's core are generated:
 - nested steps (a step calling earlier steps, possibly in a loop of data-dependent length);
 - recursion (a step calling itself, depth taken from the data);
 - a direct ``asyncio.gather`` of async step calls (each call awaits one step);
+- **fan-outs of multi-step coroutines** — a handler awaiting two or more steps (async steps, sync
+  steps, an inner ``gather``, another module's step), started per item through ``asyncio.gather``,
+  ``asyncio.TaskGroup().create_task`` or ``asyncio.create_task`` + awaiting each, with
+  randomised completion order (every async step sleeps a random time drawn from a source that
+  differs between processes), from an async agent or from a sync agent running its own loop
+  (``asyncio.run``); some handlers name their branch (``suture.branch(key)``);
+- **library-style background tasks** started only sometimes (a per-process random draw) with
+  ``asyncio.create_task`` of another coroutine function, in the agent, in the fan-out loop and in
+  handlers: they must not shift the agent's numbering;
 - ``suture.map`` over a sync step;
 - keyed threads: threads the agent starts call ``step.with_key(...)``;
 - cached steps (``cache=True``) — called by the agent itself, never concurrently (two concurrent
   misses of one key race for the cache, which makes the journal's shape timing-dependent);
+- **two modules with same-named steps** (``tools_a.py`` and ``tools_b.py`` next to the program,
+  each with ``fetch``, a cached ``lookup`` and an async ``afetch``);
+- **factory closures** (journaled, and cached ones with ``name=``), **methods** (a class whose
+  instances have a ``__suture_key__``, one whose instances do not, and a plain function whose
+  first parameter is named ``self``), and **argument spellings** of one call (positional,
+  keyword, defaults omitted or given), chosen at random in every process;
 - state (``suture.state(Notes)``) changed *between* steps, in the agent body;
 - ``suture.now()`` / ``suture.uuid()`` / ``suture.random()`` read in the agent body.
 
-Every step body appends ``{"path", "attempt"}`` to the execution log ($HARNESS_LOG); side-effect
-steps also deliver ``{"key": idempotency key, "value"}`` to the sink ($HARNESS_SINK). With
-$HARNESS_VALUES (a JSON file ``{"now": [...], "uuid": [...], "random": [...]}``) the program takes
-those values instead of reading them through suture: the oracle run of the harness uses it to
-re-run a crashed program uninterrupted with the values the crashed run saw.
+The identity shapes (modules, closures, methods, spellings) check every result against a pure
+computation at the call site, so a result served from another step's entry (mixed names, a cache
+key that forgot the instance or a module) fails the program even in the uninterrupted reference.
 """
 
 from __future__ import annotations
@@ -28,6 +42,16 @@ from typing import Union
 from hypothesis import strategies as st
 
 M = 1_000_003
+#: the modules of same-named tools written next to the program (see :func:`render.render_files`)
+TOOL_MODULES = ("tools_a", "tools_b")
+#: the steps every tools module defines: name -> (cached, async)
+TOOL_STEPS = {"fetch": (False, False), "lookup": (True, False), "afetch": (False, True)}
+#: how a fan-out starts its tasks
+FAN_HOWS = ("gather", "taskgroup", "create_task")
+#: the step methods of the program's classes (and the plain function whose first parameter is
+#: ``self``): target -> (cached, depends on the instance)
+METHODS = {"Keyed.apply": (True, True), "Keyed.twice": (False, True), "Plain.apply": (False, True),
+           "Plain.norm": (True, False), "weigh": (True, True)}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -37,7 +61,7 @@ M = 1_000_003
 
 @dataclass(frozen=True)
 class Leaf:
-    """A step ``y = (x * mult + add) % M``; ``is_async`` makes it ``async def``."""
+    """A step ``y = (x * mult + add) % M``; ``is_async`` makes it ``async def`` (with a random sleep)."""
 
     name: str
     mult: int
@@ -68,6 +92,28 @@ StepDef = Union[Leaf, Parent, Recursive]
 
 
 @dataclass(frozen=True)
+class HStep:
+    """One statement of a handler: ``await`` an async step, ``call`` a sync step, ``gather`` two
+    async steps, or ``tool``: await the ``afetch`` of a tools module (``steps == (module,)``)."""
+
+    kind: str
+    steps: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Handler:
+    """A coroutine function (not a step) that a fan-out runs per item: two or more steps awaited.
+
+    ``background``: it sometimes starts a library-style task first; ``named``: its body runs in
+    ``with suture.branch(key)``."""
+
+    name: str
+    body: tuple[HStep, ...]
+    background: bool = False
+    named: bool = False
+
+
+@dataclass(frozen=True)
 class Call:
     step: str
     a: int
@@ -94,6 +140,20 @@ class Gather:
 
 
 @dataclass(frozen=True)
+class FanOut:
+    """``n`` tasks of ``handler``, started ``how`` (one of :data:`FAN_HOWS`)."""
+
+    handler: str
+    n: int
+    how: str
+
+
+@dataclass(frozen=True)
+class Background:
+    """The agent itself sometimes starts a library-style background task (async agents only)."""
+
+
+@dataclass(frozen=True)
 class Map:
     step: str
     n: int
@@ -106,6 +166,50 @@ class Threads:
 
 
 @dataclass(frozen=True)
+class Tool:
+    """A call of ``tools_X.step`` (``fetch`` or the cached ``lookup``), checked against its pure twin."""
+
+    module: str
+    step: str
+    a: int
+    b: int
+
+
+@dataclass(frozen=True)
+class Closure:
+    """A step made by a factory called in the agent body: ``make_scale(mult, add)(x)`` (cached:
+    ``make_cached_scale``, whose steps are named after their parameters)."""
+
+    cached: bool
+    mult: int
+    add: int
+    a: int
+    b: int
+
+
+@dataclass(frozen=True)
+class Method:
+    """A call of ``target`` (see :data:`METHODS`) on an instance made with (mult, add)."""
+
+    target: str
+    mult: int
+    add: int
+    a: int
+    b: int
+
+
+@dataclass(frozen=True)
+class Spell:
+    """``spell(x)`` / ``spell(x=x)`` / ``spell(x, 7)`` ... — spelled at random in each process;
+    ``k=None`` leaves the default (7) to the spelling, else it is given."""
+
+    cached: bool
+    k: int | None
+    a: int
+    b: int
+
+
+@dataclass(frozen=True)
 class Value:
     kind: str  # now | uuid | random
 
@@ -115,7 +219,8 @@ class StateOp:
     op: str  # add | append | read
 
 
-Stmt = Union[Call, Await, Loop, Gather, Map, Threads, Value, StateOp]
+Stmt = Union[Call, Await, Loop, Gather, FanOut, Background, Map, Threads, Tool, Closure, Method, Spell, Value,
+             StateOp]
 
 
 @dataclass(frozen=True)
@@ -125,12 +230,26 @@ class Program:
     is_async: bool = False
     uses_state: bool = False
     seed: int = 0
+    handlers: tuple[Handler, ...] = ()
+    #: (mult, add) of fetch/afetch and of lookup in each tools module
+    tools: tuple[tuple[int, int, int, int], ...] = ((3, 1, 5, 2), (7, 4, 11, 9))
 
     def step(self, name: str) -> StepDef:
         return next(s for s in self.steps if s.name == name)
 
+    def handler(self, name: str) -> Handler:
+        return next(h for h in self.handlers if h.name == name)
+
     def reads_values(self) -> bool:
         return any(isinstance(s, Value) for s in walk(self.body))
+
+    def uses_tools(self) -> bool:
+        return any(isinstance(s, Tool) for s in walk(self.body)) or any(
+            hs.kind == "tool" for h in self._used_handlers() for hs in h.body)
+
+    def _used_handlers(self) -> list[Handler]:
+        names = {s.handler for s in walk(self.body) if isinstance(s, FanOut)}
+        return [h for h in self.handlers if h.name in names]
 
     def shapes(self) -> set[str]:
         """The grammar shapes this program uses (for coverage figures)."""
@@ -147,6 +266,27 @@ class Program:
                     out.add("cache")
                 if isinstance(d, Leaf) and d.side_effect:
                     out.add("side_effect")
+            if isinstance(s, FanOut):
+                out.add(f"fanout:{s.how}")
+                if not self.is_async:
+                    out.add("fanout:sync-agent")
+                h = self.handler(s.handler)
+                if h.background:
+                    out.add("background")
+                if h.named:
+                    out.add("fanout:named")
+                if s.how == "create_task":
+                    out.add("background")  # the fan-out loop starts one now and then
+            if isinstance(s, Tool):
+                out.add("modules")
+            if isinstance(s, Closure) and s.cached:
+                out.add("closure:cached")
+            if isinstance(s, Method):
+                out.add("method:" + {"Keyed": "key", "Plain": "nokey"}.get(s.target.split(".")[0], "self-param"))
+            if isinstance(s, Spell) and s.cached:
+                out.add("spell:cached")
+        if any(hs.kind == "tool" for h in self._used_handlers() for hs in h.body):
+            out.add("modules")
         return out
 
 
@@ -172,6 +312,24 @@ def _concurrency_safe(steps: list[StepDef], name: str) -> bool:
 
 
 @st.composite
+def handlers(draw: st.DrawFn, index: int, asyncs: list[str], concurrent: list[str]) -> Handler:
+    """A handler awaiting two or three steps (each statement calls at least one)."""
+    kinds = ["await", "await", "tool"] + (["call"] if concurrent else []) + (["gather"] if asyncs else [])
+    body = []
+    for _ in range(draw(st.integers(2, 3))):
+        kind = draw(st.sampled_from(kinds))
+        if kind == "await":
+            body.append(HStep("await", (draw(st.sampled_from(asyncs)),)))
+        elif kind == "call":
+            body.append(HStep("call", (draw(st.sampled_from(concurrent)),)))
+        elif kind == "gather":
+            body.append(HStep("gather", tuple(draw(st.lists(st.sampled_from(asyncs), min_size=2, max_size=3)))))
+        else:
+            body.append(HStep("tool", (draw(st.sampled_from(TOOL_MODULES)),)))
+    return Handler(f"handle{index}", tuple(body), background=draw(st.booleans()), named=draw(st.booleans()))
+
+
+@st.composite
 def programs(draw: st.DrawFn, max_depth: int = 2) -> Program:
     """A random agent program of the grammar (shrinks towards one plain call)."""
     steps: list[StepDef] = []
@@ -179,7 +337,7 @@ def programs(draw: st.DrawFn, max_depth: int = 2) -> Program:
         flavour = draw(st.sampled_from(["plain", "cache", "side_effect"]))
         steps.append(Leaf(f"leaf{i}", draw(st.integers(2, 97)), draw(st.integers(0, 999)),
                           cache=flavour == "cache", side_effect=flavour == "side_effect"))
-    for i in range(draw(st.integers(0, 2))):
+    for i in range(draw(st.sampled_from([0, 1, 1, 2]))):  # most programs have async steps, and fan-outs
         steps.append(Leaf(f"aleaf{i}", draw(st.integers(2, 97)), draw(st.integers(0, 999)), is_async=True))
     for i in range(draw(st.integers(0, 2))):
         pool = [s.name for s in steps if isinstance(s, (Leaf, Parent)) and not getattr(s, "is_async", False)]
@@ -189,20 +347,26 @@ def programs(draw: st.DrawFn, max_depth: int = 2) -> Program:
         plain = [s.name for s in steps if isinstance(s, Leaf) and not s.is_async and not s.cache]
         if plain:
             steps.append(Recursive("rec0", draw(st.sampled_from(plain))))
+    asyncs = [s.name for s in steps if isinstance(s, Leaf) and s.is_async]
+    concurrent = [s.name for s in steps if _concurrency_safe(steps, s.name)]
+    hs = tuple(draw(handlers(i, asyncs, concurrent)) for i in range(draw(st.integers(1, 2)) if asyncs else 0))
     is_async = draw(st.booleans())
     uses_state = draw(st.booleans())
+    a = draw(st.tuples(*(st.integers(2, 97) for _ in range(4))))
+    b = draw(st.tuples(*(st.integers(2, 97) for _ in range(4))).filter(lambda t: t[0] != a[0] and t[2] != a[2]))
     ctx = _Ctx(
         # nested and recursive steps twice: a call is more often one of them than a leaf
         calls=[s.name for s in steps if not (isinstance(s, Leaf) and s.is_async)]
         + [s.name for s in steps if isinstance(s, (Parent, Recursive))],
-        asyncs=[s.name for s in steps if isinstance(s, Leaf) and s.is_async],
-        concurrent=[s.name for s in steps if _concurrency_safe(steps, s.name)],
+        asyncs=asyncs,
+        concurrent=concurrent,
+        handlers=[h.name for h in hs],
         is_async=is_async,
         uses_state=uses_state,
     )
     body = tuple(draw(st.lists(_stmts(ctx, 0, max_depth), min_size=2, max_size=6)))
     return Program(tuple(steps), body, is_async=is_async, uses_state=uses_state,
-                   seed=draw(st.integers(0, 10**6)))
+                   seed=draw(st.integers(0, 10**6)), handlers=hs, tools=(a, b))
 
 
 @dataclass
@@ -210,9 +374,13 @@ class _Ctx:
     calls: list[str]
     asyncs: list[str]
     concurrent: list[str]
+    handlers: list[str]
     is_async: bool
     uses_state: bool
     kinds: list[str] = field(default_factory=list)
+
+
+_SMALL = st.integers(0, 3)
 
 
 def _stmts(ctx: _Ctx, depth: int, max_depth: int) -> st.SearchStrategy[Stmt]:
@@ -225,7 +393,11 @@ def _stmts(ctx: _Ctx, depth: int, max_depth: int) -> st.SearchStrategy[Stmt]:
         kinds.append("gather")
         if ctx.is_async:
             kinds.append("await")
-    kinds.append("value")
+    if ctx.handlers:
+        kinds += ["fanout", "fanout"]
+        if ctx.is_async:
+            kinds.append("background")
+    kinds += ["identity", "value"]
     if ctx.uses_state:
         kinds.append("state")
 
@@ -245,6 +417,12 @@ def _stmts(ctx: _Ctx, depth: int, max_depth: int) -> st.SearchStrategy[Stmt]:
             return Threads(draw(st.sampled_from(ctx.concurrent)), draw(st.integers(1, 4)))
         if kind == "gather":
             return Gather(draw(st.sampled_from(ctx.asyncs)), draw(st.integers(1, 4)))
+        if kind == "fanout":
+            return FanOut(draw(st.sampled_from(ctx.handlers)), draw(st.integers(1, 4)), draw(st.sampled_from(FAN_HOWS)))
+        if kind == "background":
+            return Background()
+        if kind == "identity":
+            return draw(_identity())
         if kind == "value":
             return Value(draw(st.sampled_from(["now", "uuid", "random"])))
         return StateOp(draw(st.sampled_from(["add", "append", "read"])))
@@ -252,219 +430,15 @@ def _stmts(ctx: _Ctx, depth: int, max_depth: int) -> st.SearchStrategy[Stmt]:
     return one()
 
 
-# ------------------------------------------------------------------------------------------------
-# rendering
-# ------------------------------------------------------------------------------------------------
-
-_PRELUDE = '''\
-"""Generated by the suture crash-and-resume harness (tests/harness). Run it as
-
-    SUTURE_STORE_URL=sqlite:///$PWD/suture.db HARNESS_LOG=executions.jsonl python {filename} RUN_ID
-
-It prints the agent's result as JSON.
-"""
-
-import asyncio
-import json
-import os
-import sys
-import threading
-
-from pydantic import BaseModel
-
-import suture
-
-M = 1_000_003
-LOG = os.environ.get("HARNESS_LOG", os.devnull)
-SINK = os.environ.get("HARNESS_SINK", os.devnull)
-_VALUES = None
-if os.environ.get("HARNESS_VALUES"):
-    with open(os.environ["HARNESS_VALUES"]) as _fh:
-        _VALUES = json.load(_fh)
-_taken = {{"now": 0, "uuid": 0, "random": 0}}
-
-
-class Notes(BaseModel):
-    total: int = 0
-    items: list[int] = []
-
-
-def _append(path, line):
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (json.dumps(line) + "\\n").encode())
-    finally:
-        os.close(fd)
-
-
-def ran():
-    """Every step body calls this first: one line per execution."""
-    cur = suture.current()
-    _append(LOG, {{"path": cur.path, "attempt": cur.attempt, "pid": os.getpid()}})
-
-
-def deliver(value):
-    """A side effect, sent with the call's idempotency key."""
-    cur = suture.current()
-    _append(SINK, {{"key": cur.idempotency_key, "value": value, "attempt": cur.attempt}})
-
-
-def mix(a, b):
-    return (a * 31 + b + 7) % M
-
-
-def fold(acc, values):
-    for v in values:
-        acc = mix(acc, v)
-    return acc
-
-
-def value(kind):
-    """suture.now() / uuid() / random() as an int (or the oracle's recorded value)."""
-    if _VALUES is not None:
-        v = _VALUES[kind][_taken[kind]]
-        _taken[kind] += 1
-    else:
-        v = getattr(suture, kind)()
-    if kind == "uuid":
-        return int(v.replace("-", ""), 16) % M
-    if kind == "now":
-        return int(v * 1000) % M
-    return int(v * 1e9) % M
-
-
-async def gather(step, xs):
-    return await asyncio.gather(*(step(x) for x in xs))
-'''
-
-
-class _Writer:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.sites = 0
-
-    def line(self, indent: int, text: str) -> None:
-        self.lines.append("    " * indent + text)
-
-
-def _arg(prog: Program, step: str, expr: str) -> str:
-    d = prog.step(step)
-    if isinstance(d, Leaf) and d.cache:
-        return f"({expr}) % 5"  # a small domain: cache hits within a run
-    return f"({expr}) % M"
-
-
-def _call_expr(prog: Program, step: str, x: str) -> str:
-    d = prog.step(step)
-    if isinstance(d, Recursive):
-        return f"{step}(acc % 3 + 1, {x})"
-    return f"{step}({x})"
-
-
-def render(prog: Program, filename: str = "program.py") -> str:
-    """The program as a Python script (see the module docstring)."""
-    w = _Writer()
-    out = [_PRELUDE.format(filename=filename)]
-    for d in prog.steps:
-        out.append(_render_step(d))
-    thread_sites = sum(1 for s in walk(prog.body) if isinstance(s, Threads))
-    w.line(0, "@suture.agent(strict=True)")
-    w.line(0, f"{'async ' if prog.is_async else ''}def agent(seed: int) -> dict:")
-    w.line(1, "acc = seed % M")
-    if prog.uses_state:
-        w.line(1, "notes = suture.state(Notes)")
-    for site in range(thread_sites):
-        w.line(1, f"_k{site} = 0")
-    _render_body(w, prog, prog.body, 1, [0])
-    state = "notes.model_dump()" if prog.uses_state else "None"
-    w.line(1, f"return {{'acc': acc, 'state': {state}}}")
-    out.append("\n".join(w.lines) + "\n")
-    run = "asyncio.run(agent.run(seed, run_id=run_id))" if prog.is_async else "agent.run(seed, run_id=run_id)"
-    out.append(
-        "\nif __name__ == \"__main__\":\n"
-        "    run_id = sys.argv[1]\n"
-        f"    seed = int(sys.argv[2]) if len(sys.argv) > 2 else {prog.seed}\n"
-        f"    print(json.dumps({run}))\n"
-    )
-    return "\n\n".join(out)
-
-
-def _render_step(d: StepDef) -> str:
-    if isinstance(d, Leaf):
-        opts = []
-        if d.cache:
-            opts.append("cache=True")
-        if d.side_effect:
-            opts.append("side_effect=True")
-        deco = f"@suture.step({', '.join(opts)})" if opts else "@suture.step"
-        lines = [deco, f"{'async ' if d.is_async else ''}def {d.name}(x: int) -> int:", "    ran()"]
-        if d.is_async:
-            lines.append("    await asyncio.sleep(0)")
-        lines.append(f"    y = (x * {d.mult} + {d.add}) % M")
-        if d.side_effect:
-            lines.append("    deliver(y)")
-        lines.append("    return y")
-        return "\n".join(lines) + "\n"
-    if isinstance(d, Parent):
-        lines = ["@suture.step", f"def {d.name}(x: int) -> int:", "    ran()", "    y = x"]
-        indent = "    "
-        if d.loop:
-            lines.append(f"    for _ in range(x % {d.loop} + 1):")
-            indent = "        "
-        for c in d.children:
-            lines.append(f"{indent}y = {c}(y)")
-        lines.append("    return y")
-        return "\n".join(lines) + "\n"
-    return (
-        "@suture.step\n"
-        f"def {d.name}(d: int, x: int) -> int:\n"
-        "    ran()\n"
-        f"    y = {d.leaf}(x)\n"
-        "    if d <= 0:\n"
-        "        return y\n"
-        f"    return mix({d.name}(d - 1, (y * 3 + 1) % M), y)\n"
-    )
-
-
-def _render_body(w: _Writer, prog: Program, body: tuple[Stmt, ...], ind: int, depth: list[int]) -> None:
-    for s in body:
-        if isinstance(s, Call):
-            w.line(ind, f"acc = mix(acc, {_call_expr(prog, s.step, _arg(prog, s.step, f'acc * {s.a} + {s.b}'))})")
-        elif isinstance(s, Await):
-            w.line(ind, f"acc = mix(acc, await {s.step}({_arg(prog, s.step, f'acc * {s.a} + {s.b}')}))")
-        elif isinstance(s, Loop):
-            var = f"_i{depth[0]}"
-            depth[0] += 1
-            w.line(ind, f"for {var} in range(acc % {s.bound} + 1):")
-            _render_body(w, prog, s.body, ind + 1, depth)
-        elif isinstance(s, Gather):
-            xs = f"[(acc + j) % M for j in range({s.n})]"
-            if prog.is_async:
-                w.line(ind, f"acc = fold(acc, await asyncio.gather(*({s.step}(x) for x in {xs})))")
-            else:
-                w.line(ind, f"acc = fold(acc, asyncio.run(gather({s.step}, {xs})))")
-        elif isinstance(s, Map):
-            w.line(ind, f"acc = fold(acc, suture.map({s.step}, [(acc + j) % M for j in range({s.n})]))")
-        elif isinstance(s, Threads):
-            site = w.sites
-            w.sites += 1
-            w.line(ind, f"_out{site} = {{}}")
-            w.line(ind, f"def _t{site}(j, x, key):")
-            w.line(ind + 1, f"_out{site}[j] = {s.step}.with_key(key)(x)")
-            w.line(ind, f"_ts = [threading.Thread(target=_t{site}, args=(j, (acc + j) % M, f't{site}.{{_k{site}}}.{{j}}')) "
-                        f"for j in range({s.n})]")
-            w.line(ind, f"_k{site} += 1")
-            w.line(ind, "for _t in _ts:")
-            w.line(ind + 1, "_t.start()")
-            w.line(ind, "for _t in _ts:")
-            w.line(ind + 1, "_t.join()")
-            w.line(ind, f"acc = fold(acc, [_out{site}[j] for j in range({s.n})])")
-        elif isinstance(s, Value):
-            w.line(ind, f"acc = mix(acc, value({s.kind!r}))")
-        elif isinstance(s, StateOp):
-            if s.op == "add":
-                w.line(ind, "notes.total = (notes.total + acc) % M")
-            elif s.op == "append":
-                w.line(ind, "notes.items.append(acc % 1000)")
-            else:
-                w.line(ind, "acc = mix(acc, notes.total + len(notes.items))")
+@st.composite
+def _identity(draw: st.DrawFn) -> Stmt:
+    """One call of the identity shapes: another module's same-named step, a closure, a method, a spelling."""
+    a, b = draw(st.integers(1, 50)), draw(st.integers(0, 99))
+    kind = draw(st.sampled_from(["tool", "closure", "method", "spell"]))
+    if kind == "tool":
+        return Tool(draw(st.sampled_from(TOOL_MODULES)), draw(st.sampled_from(["fetch", "lookup"])), a, b)
+    if kind == "closure":  # small parameter domains: two calls of one closure's name are likely
+        return Closure(draw(st.booleans()), draw(st.sampled_from([2, 3, 5])), draw(st.integers(0, 2)), a, b)
+    if kind == "method":
+        return Method(draw(st.sampled_from(sorted(METHODS))), draw(st.sampled_from([2, 3, 5])), draw(_SMALL), a, b)
+    return Spell(draw(st.booleans()), draw(st.sampled_from([None, 7, 9])), a, b)

@@ -3,7 +3,8 @@ the invariants that must hold between them.
 
 For one program (a Python file rendered by :mod:`grammar`):
 
-1. **reference** — one uninterrupted process in its own store; its live step count places the kills;
+1. **reference** — one uninterrupted process in its own store (the program's directory also holds
+   the modules it imports); its live step count places the kills;
 2. **crash run** — child processes in another store, each killed by a fault of
    :mod:`suture.testing` (``SUTURE_FAULTS``: sigkill or sigterm, before or after the commit of the
    k-th live call, or at its start — inside its parent), then resumed until it finishes;
@@ -15,7 +16,8 @@ For one program (a Python file rendered by :mod:`grammar`):
    never after, and at most once in each earlier attempt that was killed (in flight); the sink,
    deduplicated by idempotency key, saw each side effect once with one value, as in the oracle;
    no divergence (the agent is strict); and ``assert_replays`` on the finished crash run (in a
-   fresh process) executes nothing.
+   fresh process) executes nothing. (The programs themselves check the results of the identity
+   shapes — modules, closures, methods, spellings — against a pure computation as they run.)
 """
 
 from __future__ import annotations
@@ -174,13 +176,16 @@ def _collect(url: str, run_id: str, result: Any, log: Path, sink: Path) -> Outco
 class Harness:
     """Runs one program through reference, crash run, oracle and replay check (see module doc)."""
 
-    def __init__(self, spawner: Spawner, workdir: Path, source: str) -> None:
+    def __init__(self, spawner: Spawner, workdir: Path, source: str, modules: dict[str, str] | None = None) -> None:
         self.spawner = spawner
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.program = self.dir / "program.py"
         self.program.write_text(source)
+        for name, text in (modules or {}).items():  # the modules the program imports, beside it
+            (self.dir / name).write_text(text)
         self.source = source
+        self.modules = sorted(modules or {})
         self.figures = Figures()
         self.env = base_env()
 

@@ -2,7 +2,8 @@
 them at points the seed chooses and resumes them until they finish; the invariants of runner.py
 must hold for every program.
 
-    python -m pytest tests/harness                 # 40 programs (derandomized: the same every run)
+    python -m pytest tests/harness                 # 40 programs (derandomized: the same every run),
+                                                   # and every shape of SHAPES under two kill plans
     python -m pytest tests/harness -m long         # 500 programs; HARNESS_SEED=n to repeat a session
 
 A failing program is shrunk by hypothesis and printed as Python source (runnable: see its
@@ -21,8 +22,10 @@ from hypothesis import HealthCheck, given, note, seed, settings
 from hypothesis import strategies as st
 
 from grammar import (
-    Call, Gather, Leaf, Loop, Map, Parent, Program, Recursive, StateOp, Threads, Value, programs, render,
+    Await, Background, Call, Closure, FanOut, Gather, Handler, HStep, Leaf, Loop, Map, Method, Parent, Program,
+    Recursive, Spell, StateOp, Threads, Tool, Value, programs,
 )
+from render import render, render_files
 from runner import FIGURES, SESSION, WHENS, Figures, Harness, Spawner, check_crash_run, exactly_once, recorded_values
 
 KINDS = ("sigkill", "sigterm")
@@ -30,10 +33,14 @@ MAX_KILLS = 3
 
 
 def check(program: Program, spawner: Spawner, workdir, choose_kill, label: str = "",
-          source: str | None = None) -> Figures:
-    """Reference, crash run, oracle, invariants and replay check of one program."""
+          source: str | None = None, modules: dict[str, str] | None = None) -> Figures:
+    """Reference, crash run, oracle, invariants and replay check of one program (``source`` and
+    ``modules`` replace the rendered script and modules: the harness's own tests break them)."""
     t0 = time.perf_counter()
-    h = Harness(spawner, workdir, source or render(program))
+    files = render_files(program)
+    rendered = files.pop("program.py")
+    files.update(modules or {})
+    h = Harness(spawner, workdir, source or rendered, files)
     try:
         ref = h.uninterrupted("reference")
         exactly_once(ref, "reference")
@@ -49,7 +56,8 @@ def check(program: Program, spawner: Spawner, workdir, choose_kill, label: str =
         h.replay_check()
     except AssertionError as exc:
         raise AssertionError(
-            f"{exc}\n\n{label}workdir: {workdir}\nprogram ({workdir / 'program.py'}):\n{h.source}"
+            f"{exc}\n\n{label}workdir: {workdir}\nprogram ({workdir / 'program.py'}"
+            f"{', importing ' + ', '.join(h.modules) + ' beside it' if h.modules else ''}):\n{h.source}"
         ) from None
     h.figures.seconds = time.perf_counter() - t0
     h.figures.shapes = program.shapes()
@@ -108,11 +116,23 @@ def test_crash_and_resume_long(program, kills, spawner, tmp_path_factory):
 
 L0, L1, CACHED, EFFECT = Leaf("leaf0", 17, 3), Leaf("leaf1", 5, 11), Leaf("leaf2", 7, 1, cache=True), \
     Leaf("leaf3", 3, 9, side_effect=True)
-A0 = Leaf("aleaf0", 13, 2, is_async=True)
+A0, A1 = Leaf("aleaf0", 13, 2, is_async=True), Leaf("aleaf1", 19, 5, is_async=True)
 P0 = Parent("parent0", ("leaf0", "leaf3"), loop=3)
 P1 = Parent("parent1", ("parent0", "leaf1"))
 R0 = Recursive("rec0", "leaf3")
-STEPS = (L0, L1, CACHED, EFFECT, A0, P0, P1, R0)
+STEPS = (L0, L1, CACHED, EFFECT, A0, A1, P0, P1, R0)
+#: handlers of the fan-outs: async steps, a side effect, an inner gather, another module's step, a
+#: nested step; sometimes a background task; one named by suture.branch
+HANDLERS = (
+    Handler("handle0", (HStep("await", ("aleaf0",)), HStep("call", ("leaf3",)), HStep("await", ("aleaf1",)))),
+    Handler("handle1", (HStep("gather", ("aleaf0", "aleaf1", "aleaf0")), HStep("tool", ("tools_b",)),
+                        HStep("call", ("parent0",))), background=True),
+    Handler("handle2", (HStep("await", ("aleaf1",)), HStep("tool", ("tools_a",))), background=True, named=True),
+)
+
+
+def _fan(handler: str, n: int, how: str) -> FanOut:
+    return FanOut(handler, n, how)
 
 _SHAPES = {
     "loop": Program(STEPS, (Loop(3, (Call("leaf0", 3, 1), Loop(2, (Call("leaf1", 1, 2),)))),)),
@@ -128,6 +148,32 @@ _SHAPES = {
                              StateOp("read"), Call("leaf3", 2, 0), StateOp("add")), uses_state=True),
     "values": Program(STEPS, (Value("now"), Call("leaf0", 1, 1), Value("uuid"), Loop(2, (Value("random"),
                                                                                         Call("leaf1", 1, 0))))),
+    # fan-outs of multi-step coroutines, completing in another order in every process
+    "fanout-gather": Program(STEPS, (_fan("handle0", 4, "gather"), Call("leaf0", 1, 1), _fan("handle1", 3, "gather")),
+                             is_async=True, handlers=HANDLERS),
+    "fanout-taskgroup": Program(STEPS, (_fan("handle0", 3, "taskgroup"), Background(), _fan("handle2", 3, "taskgroup")),
+                                is_async=True, handlers=HANDLERS),
+    "fanout-create-task": Program(STEPS, (Loop(2, (_fan("handle1", 2, "create_task"),)),
+                                          _fan("handle0", 3, "create_task")), is_async=True, handlers=HANDLERS),
+    "fanout-sync-agent": Program(STEPS, (_fan("handle0", 3, "gather"), Call("leaf1", 2, 0),
+                                         _fan("handle1", 2, "taskgroup"), _fan("handle2", 3, "create_task")),
+                                 handlers=HANDLERS),
+    "background": Program(STEPS, (Background(), _fan("handle1", 3, "gather"), Background(), Await("aleaf0", 1, 2),
+                                  Background(), _fan("handle2", 2, "create_task")), is_async=True, handlers=HANDLERS),
+    # identity: same-named steps of two modules, closures, methods, spellings of one call
+    "modules": Program(STEPS, (Tool("tools_a", "fetch", 1, 0), Tool("tools_b", "fetch", 1, 0),
+                               Loop(3, (Tool("tools_a", "lookup", 1, 1), Tool("tools_b", "lookup", 1, 1))),
+                               _fan("handle2", 2, "gather")), handlers=HANDLERS),
+    "closures": Program(STEPS, (Closure(False, 2, 0, 1, 0), Closure(False, 3, 1, 1, 0),
+                                Loop(3, (Closure(True, 2, 1, 1, 0), Closure(True, 3, 1, 1, 0))),
+                                Closure(True, 2, 1, 2, 1))),
+    "methods": Program(STEPS, (Method("Keyed.apply", 2, 1, 1, 0), Method("Keyed.apply", 3, 1, 1, 0),
+                               Method("Keyed.twice", 2, 1, 3, 1), Method("Plain.apply", 2, 0, 1, 5),
+                               Method("Plain.apply", 5, 2, 1, 5),
+                               Loop(3, (Method("Plain.norm", 2, 0, 1, 0), Method("Plain.norm", 3, 1, 1, 0),
+                                        Method("weigh", 2, 0, 1, 0), Method("weigh", 3, 0, 1, 0))))),
+    "spellings": Program(STEPS, (Loop(3, (Spell(False, None, 1, 0), Spell(True, None, 1, 0), Spell(True, 9, 1, 0))),
+                                 Spell(False, 7, 3, 1), Spell(True, 7, 2, 2))),
 }
 SHAPES = {name: dataclasses.replace(p, seed=4242 + i) for i, (name, p) in enumerate(sorted(_SHAPES.items()))}
 
@@ -168,4 +214,31 @@ def test_the_harness_catches_a_value_read_outside_the_journal(spawner, tmp_path)
                                      "             'uuid': lambda: str(uuid.uuid4())}[kind]()")
     with pytest.raises(AssertionError, match="DivergenceError"):
         check(program, spawner, tmp_path, lambda attempt, remaining: ("sigkill", "after_commit", 2)
+              if attempt == 1 else None, source=source)
+
+
+def test_the_harness_catches_same_named_steps_that_mix(spawner, tmp_path):
+    """The two tools modules with their steps named without the module (as suture 0.1 named them):
+    tools_b's cached lookup is served tools_a's entries, and the call site's check says so."""
+    program = SHAPES["modules"]
+    files = render_files(program)
+    bare = {name: text.replace("@suture.step(cache=True)\ndef lookup", "@suture.step(cache=True, name='lookup')\ndef lookup")
+            for name, text in files.items() if name.startswith("tools_")}
+    assert all("name='lookup'" in text for text in bare.values())
+    with pytest.raises(AssertionError, match=r"tools_b.lookup returned \d+, expected \d+: a result of another"):
+        check(program, spawner, tmp_path, lambda attempt, remaining: None, modules=bare)
+
+
+def test_the_harness_catches_branches_keyed_in_completion_order(spawner, tmp_path):
+    """Handlers that name their branch by the order in which they *arrive* (after a random sleep)
+    instead of by their item: the resumed attempt's tasks arrive in another order, find other
+    inputs under their keys, and the strict agent stops. (8 tasks: the same order twice is 1 in 40320.)"""
+    program = Program(STEPS, (FanOut("handle2", 8, "gather"),), is_async=True, handlers=HANDLERS, seed=77)
+    source = render(program)
+    assert "    with suture.branch(key):\n" in source
+    source = source.replace("    with suture.branch(key):\n",
+                            "    await asyncio.sleep(jitter())\n    with suture.branch(f'arrival-{next(_ARRIVAL)}'):\n")
+    source = source.replace("import threading\n", "import threading\nimport itertools\n_ARRIVAL = itertools.count()\n", 1)
+    with pytest.raises(AssertionError, match="DivergenceError"):
+        check(program, spawner, tmp_path, lambda attempt, remaining: ("sigkill", "after_commit", 10)
               if attempt == 1 else None, source=source)
