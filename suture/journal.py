@@ -125,6 +125,8 @@ class Run:
         if frame.origin is not None:
             self._branch_shift(frame, step, idx, fp, rec)
         if self.strict:
+            self.event("divergence", {"step": step.name, "path": call.path, "index": idx, "recorded": rec[1],
+                                      "current": fp, "dropped": 0, "strict": True})
             in_task = (f" The call is in the asyncio task branch {frame.path!r}: if the tasks of a fan-out are "
                        f"created in another order than before, name them: `with suture.branch(key): ...`."
                        if frame.origin is not None else "")
@@ -203,6 +205,7 @@ class Run:
             data = {"step": step.name, "path": frame.path, "index": idx, "reason": "branch shift",
                     "recorded_under": sibling, "recorded": found[1], "current": fp, "dropped": 0}
             if self.strict:
+                self.event("divergence", dict(data, strict=True))
                 raise DivergenceError(
                     f"branch shift in run {self.run_id!r}: step {step.name!r} of asyncio task {frame.path!r} was "
                     f"recorded under {sibling!r} — the tasks of this fan-out were created in another order "

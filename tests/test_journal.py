@@ -155,6 +155,9 @@ def test_divergence_strict_raises_naming_step_and_fingerprints(store):
     assert err.step == "fetch" and err.recorded != err.current
     assert "fetch" in str(err) and err.recorded in str(err) and err.current in str(err)
     assert "suture.now()" in str(err)
+    # reported too, not only raised: `suture show` and the report list the divergence
+    events = [e for e in store.list_events("s") if e["kind"] == "divergence"]
+    assert events and events[-1]["data"]["strict"] is True and events[-1]["data"]["recorded"] == err.recorded
 
 
 def test_nested_steps_have_their_parent_path(store):
