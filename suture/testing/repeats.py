@@ -91,6 +91,13 @@ def assert_no_repeats(
                     f"the branches by what they work on (`with suture.branch(item_key): ...`)"
                 )
                 continue
+            if d.get("strict"):
+                problems.append(
+                    f"attempt {ev['attempt']}: step {d.get('step')!r} (call {call}) diverged from the journal and "
+                    f"strict mode stopped the attempt: the agent is not deterministic between steps (see "
+                    f"assert_replays), so the run cannot resume past this call"
+                )
+                continue
             problems.append(
                 f"attempt {ev['attempt']}: step {d.get('step')!r} (call {call}) "
                 f"diverged from the journal, so it and {d.get('dropped', 0)} later entr(ies) were dropped and ran "

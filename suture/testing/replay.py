@@ -273,7 +273,8 @@ def _problems(store: Any, run_id: str, scratch: str, journal: dict, copied: dict
             d = ev["data"] or {}
             item = {"step": d.get("step"), "path": d.get("path", ""), "index": str(d.get("index")),
                     "recorded": d.get("recorded"), "current": d.get("current"), "dropped": d.get("dropped", 0),
-                    "reason": d.get("reason"), "recorded_under": d.get("recorded_under")}
+                    "reason": d.get("reason"), "recorded_under": d.get("recorded_under"),
+                    "strict": bool(d.get("strict"))}
             same = [x for x in diverged if all(x.get(k) == item[k] for k in ("step", "path", "index", "recorded",
                                                                               "current"))]
             for x in same:  # the hook saw it too: the event adds what the hook does not say
@@ -310,7 +311,9 @@ def _problems(store: Any, run_id: str, scratch: str, journal: dict, copied: dict
         unreached = _unreached(journal, seen, store, scratch)
         if unreached:
             out.append(unreached)
-    if error is not None and not isinstance(error, DivergenceError):
+    strict_stop = isinstance(error, DivergenceError) or (  # a child attempt's, reported through its event
+        error is not None and "DivergenceError" in str(error) and any(d.get("strict") for d in diverged))
+    if error is not None and not strict_stop:
         out.append(f"the replay raised {type(error).__name__}: {str(error)[:2000]}")
     elif not out:
         original, replayed = store.get_result(run_id), store.get_result(scratch)

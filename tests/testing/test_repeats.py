@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -83,6 +84,22 @@ def test_a_divergence_that_reran_completed_work_is_caught(suture_store, log_path
     message = str(info.value)
     assert f"step '{STAMP}' (call {STAMP}#0) diverged" in message
     assert "attempt 1 executed 2 step(s) live but the journal keeps 0" in message
+
+
+@suture.agent(strict=True)
+def strict_drifting(topic: str) -> str:
+    return shout(shout(stamp(time.time()))) + topic
+
+
+def test_a_strict_stop_between_attempts_is_named(suture_store, log_path):
+    with inject("raise", step="shout", index=1, error=KeyError):
+        with pytest.raises(suture.GiveUp):
+            strict_drifting.run("x", run_id="sd")
+    with pytest.raises(suture.DivergenceError):
+        strict_drifting.run("x", run_id="sd")
+    with pytest.raises(AssertionError, match=re.escape(f"step '{STAMP}' (call {STAMP}#0) diverged from the journal "
+                                                       "and strict mode stopped the attempt")):
+        assert_no_repeats("sd")
 
 
 def test_the_sink_deduplicates_a_side_effect_sent_twice(env, suture_store, log_path):

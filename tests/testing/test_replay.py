@@ -157,6 +157,13 @@ def test_isolated_attempts_are_checked_through_the_store(suture_store):
     replayable.isolated_bad.run("iso", run_id="iso-bad")
     with pytest.raises(AssertionError, match=re.escape(f"step '{ISO_STAMP}' (call {ISO_STAMP}#0) diverged")):
         assert_replays("iso-bad")
+    replayable.isolated_strict.run("iso", run_id="iso-strict")  # the child's DivergenceError: an event
+    with pytest.raises(AssertionError, match=re.escape(f"step '{ISO_STAMP}' (call {ISO_STAMP}#0) diverged") +
+                       r".*strict mode stopped the replay"):
+        assert_replays("iso-strict")
+    with pytest.raises(AssertionError) as info:
+        assert_replays("iso-strict")
+    assert "the replay raised" not in str(info.value)  # the child's DivergenceError is the divergence above
 
 
 def test_the_scratch_run_is_cleaned_up_and_state_is_restored(suture_store):

@@ -26,3 +26,8 @@ def isolated_good(topic: str) -> str:
 @suture.agent(isolate=True)
 def isolated_bad(topic: str) -> str:
     return shout(stamp(time.time())) + " " + topic
+
+
+@suture.agent(isolate=True, strict=True)
+def isolated_strict(topic: str) -> str:
+    return shout(stamp(time.time())) + " " + topic
