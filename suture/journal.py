@@ -105,11 +105,8 @@ class Run:
         if rec is None and self.legacy:
             rec = self._legacy(frame, step, idx, fp)
         if rec is None:
-            if self.recorded:  # earlier attempts left entries: was this call recorded another way?
-                if not self.legacy:
-                    self._moved(frame, step, idx)
-                if frame.origin is not None:
-                    self._branch_shift(frame, step, idx, fp, None)
+            if self.recorded and not self.legacy:  # was this call recorded under another module's name?
+                self._moved(frame, step, idx)
             return False, None
         if rec[1] == fp:
             value = step.decode(rec[2], rec[3])
@@ -123,7 +120,7 @@ class Run:
             return True, value
         call = self.call_info(frame, step.name, idx)
         if frame.origin is not None:
-            self._branch_shift(frame, step, idx, fp, rec)
+            self._branch_shift(frame, step, idx, fp)
         if self.strict:
             self.event("divergence", {"step": step.name, "path": call.path, "index": idx, "recorded": rec[1],
                                       "current": fp, "dropped": 0, "strict": True})
@@ -182,8 +179,11 @@ class Run:
             )
         return rec
 
-    def _branch_shift(self, frame: "Frame", step: Any, idx: str, fp: str, rec: tuple | None) -> None:
-        """A task's steps recorded under another branch number: report it (strict: raise)."""
+    def _branch_shift(self, frame: "Frame", step: Any, idx: str, fp: str) -> None:
+        """This task's call diverged, and a sibling task (same coroutine, another number) recorded it
+        with these very inputs: the fan-out's tasks were created in another order. Report it (strict:
+        raise). A call with no entry at all is not evidence of a shift — a sibling working on an equal
+        item records the same inputs — so only a diverged one is checked."""
         parent, _, component = frame.path.rpartition("/")
         coro, _, number = component.partition("#")
         if self._branches is None:
@@ -193,10 +193,7 @@ class Run:
                 if last.startswith("~") and not last.startswith("~k:"):
                     c, _, n = last.partition("#")
                     self._branches.setdefault((head, c), set()).add(n)
-        recorded = self._branches.get((parent, coro), set())
-        if rec is None and number in recorded:
-            return  # this branch has a history of its own: a new step in it, not a shift
-        for other in sorted(recorded - {number}):
+        for other in sorted(self._branches.get((parent, coro), set()) - {number}):
             sibling = f"{parent}/{coro}#{other}" if parent else f"{coro}#{other}"
             found = self.journal.get((sibling, step.name, idx))
             if found is None or found[1] != fp:

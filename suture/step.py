@@ -402,7 +402,9 @@ def step(
 
     Use bare (``@suture.step``) or with options:
 
-    - ``name``: the journal/cache name (default: the function's ``__qualname__``);
+    - ``name``: the journal/cache name (default: ``module:qualname``; for a script, the module part
+      is the file's dotted path in its project — see :mod:`suture.identity`); required for a cached
+      function defined inside another function;
     - ``cache=True``: share results across runs and machines through the store's global cache,
       keyed by name + ``version`` + input fingerprint (+ the source's hash with ``code_hash=True``),
       expiring after ``ttl`` seconds if given;

@@ -107,8 +107,8 @@ class branch:
             with suture.branch(item.id):      # resumes find these steps by item id
                 await fetch(item); await summarise(item)
 
-    Inside a task that suture numbered (``~handle#3``) and that has called no step yet, the named
-    branch replaces the number (``~k:<key>`` under the frame that created the task); elsewhere it
+    Inside a task that suture numbered (``~handle#3``) and that has called no step yet (tasks it
+    started do not count), the named branch replaces the number (``~k:<key>`` under the frame that created the task); elsewhere it
     nests under the current frame. Keys must be unique within that frame. Outside a run it does
     nothing. Works as ``with`` and ``async with``.
     """
@@ -123,7 +123,10 @@ class branch:
         frame = frame_var.get()
         if frame is None:
             return self
-        base = frame.origin if frame.origin is not None and not frame.counters else frame
+        # a task that has called no step yet (tasks it started itself do not count): the name replaces
+        # its number; else the named branch nests under the current frame
+        fresh = frame.origin is not None and all(k.startswith(BRANCH) for k in frame.counters)
+        base = frame.origin if fresh else frame
         component = f"{BRANCH}k:{self.key}"
         if base.named is None:
             base.named = set()

@@ -151,3 +151,52 @@ def test_async_steps_still_look_like_coroutine_functions():
     assert str(inspect.signature(fetch)) == "(url: 'str', *, timeout: 'float' = 1.0) -> 'str'"  # as written
     assert inspect.signature(fetch) == inspect.signature(fetch.__wrapped__)
     assert fetch.__suture_step__.name.endswith(":test_async_steps_still_look_like_coroutine_functions.<locals>.fetch")
+
+
+def test_a_named_branch_ignores_tasks_its_task_started_before_it(store):
+    @suture.step
+    async def fetch(x: int) -> int:
+        return x
+
+    async def ping() -> None:
+        await asyncio.sleep(0)
+
+    def make(pings: bool):
+        async def handle(x: int) -> int:
+            if pings:  # a library that sometimes starts a task of its own before the named branch
+                asyncio.create_task(ping())
+            with suture.branch(f"item-{x}"):
+                return await fetch(x)
+
+        @suture.agent(name=f"named-{pings}")
+        async def named() -> list[int]:
+            return list(await asyncio.gather(handle(1), handle(2)))
+
+        return named
+
+    for pings in (False, True):
+        assert asyncio.run(make(pings).run(run_id=f"named-{pings}")) == [1, 2]
+        assert {e.path for e in store.list_entries(f"named-{pings}")} == {"~k:item-1", "~k:item-2"}
+
+
+def test_equal_items_in_a_fan_out_are_not_a_branch_shift(store):
+    """A task whose first step never committed, next to a sibling working on an equal item."""
+    failing = {"on": True}
+
+    @suture.step(name="fetch_eq")
+    async def fetch(q: str) -> str:
+        if failing["on"] and "handle#1/" in suture.current().path:
+            raise KeyError("the second task's fetch fails in the first attempt")
+        return q.upper()
+
+    async def handle(q: str) -> str:
+        return await fetch(q)
+
+    @suture.agent(strict=True, max_attempts=1)
+    async def research(qs: list[str]) -> list[str]:
+        return list(await asyncio.gather(*(handle(q) for q in qs)))
+
+    with pytest.raises(suture.GiveUp):
+        asyncio.run(research.run(["same", "same"], run_id="dup"))
+    failing["on"] = False
+    assert asyncio.run(research.run(["same", "same"], run_id="dup")) == ["SAME", "SAME"]

@@ -40,10 +40,10 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .faults import Fault, FaultSpec, exhaust_memory, fault_env, inject
-    from .model import ScriptedModel, count_lines, rate_limit_storm, rate_limits
-    from .repeats import ExecutionLog, NoRepeatsReport, assert_no_repeats
-    from .replay import ReplayReport, assert_replays, load_agent_function
+    from .faults import Fault, FaultSpec, exhaust_memory, fault_env, inject  # noqa: F401
+    from .model import ScriptedModel, count_lines, rate_limit_storm, rate_limits  # noqa: F401
+    from .repeats import ExecutionLog, NoRepeatsReport, assert_no_repeats  # noqa: F401
+    from .replay import ReplayReport, assert_replays, load_agent_function  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:
