@@ -44,7 +44,15 @@ def return_annotation(fn: Callable[..., Any], namespace: dict[str, Any] | None) 
 
 def _check_definition(fn: Callable[..., Any], name: str | None, cache: bool) -> None:
     """Refuse, at decoration time, the step definitions that could not be journaled faithfully."""
-    label = getattr(fn, "__qualname__", repr(fn))
+    label = getattr(fn, "__qualname__", None)
+    if label is None:
+        if name is None:
+            raise ConfigError(
+                f"@suture.step got {fn!r}, which has no __qualname__ (a functools.partial or a callable "
+                f"object) to name its calls by: give it a name that says what it computes, "
+                f"suture.step(name='...')(fn), or decorate a def that calls it"
+            )
+        label = name
     if name is not None and (not isinstance(name, str) or not name or name.startswith("~")):
         raise ConfigError(f"@suture.step({label}): name= must be a non-empty string not starting with '~' "
                           f"(that marks an asyncio task's branch in call paths), got {name!r}")
@@ -55,11 +63,12 @@ def _check_definition(fn: Callable[..., Any], name: str | None, cache: bool) -> 
             f"replayed as a value, so it must return one. Collect the items and return a list "
             f"(`return [item async for item in ...]` / `return list(...)`)."
         )
-    if cache and name is None and is_local(fn):
+    if cache and name is None and (is_local(fn) or "<lambda>" in label):
         raise ConfigError(
-            f"@suture.step(cache=True) on {label!r}, a function defined inside another function: every "
-            f"closure its factory makes has this same name, so they would share cache entries (one "
-            f"closure's result served for another's call). Give each a name that says what differs, e.g. "
+            f"@suture.step(cache=True) on {label!r}, a lambda or a function defined inside another function: "
+            f"every such function (each closure its factory makes) has this same name, so they would share "
+            f"cache entries (one's result served for another's call). Give each a name that says what "
+            f"differs, e.g. "
             f"@suture.step(cache=True, name=f\"greet-{{greeting}}\")."
         )
 
@@ -106,7 +115,7 @@ def check_value(step: "Step", value: Any) -> None:
     except Exception:  # noqa: BLE001
         pass
     annotation = return_annotation(step.fn, step.namespace)
-    shown = getattr(annotation, "__qualname__", None) or repr(annotation)
+    shown = annotation.__qualname__ if isinstance(annotation, type) else repr(annotation).replace("typing.", "")
     raise SerializationError(
         f"step {step.name!r} is annotated to return {shown} but returned {t.__module__}.{t.__qualname__} "
         f"{_short(value)}: a replay reads the journal back through the annotation, so this run could not "
@@ -157,7 +166,7 @@ class Step:
         self._npos = -1 if self.binder.kwonly else len(self.param_names)
         # a function defined in a class body may be called as a method: its instance (or class) is
         # then not an input — but only when it really arrives bound through its class (`_bound`)
-        parts = fn.__qualname__.split(".")
+        parts = getattr(fn, "__qualname__", "").split(".")
         self.method = fn.__name__ if len(parts) > 1 and parts[-2] != "<locals>" and self.param_names else None
         self._owners: dict[type, bool] = {}
         self.wrapper: Any = None
@@ -422,6 +431,10 @@ def step(
     namespace = sys._getframe(1).f_locals  # the decorating scope, for local return types
 
     def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        if isinstance(f, (classmethod, staticmethod)):
+            kind = type(f).__name__
+            raise TypeError(f"@suture.step is applied to a {kind} object: put @{kind} above @suture.step "
+                            f"(@{kind} / @suture.step / def ...)")
         return _wrap(
             Step(
                 f, name=name, cache=cache, version=None if version is None else str(version), ttl=ttl,
@@ -431,7 +444,7 @@ def step(
         )
 
     if fn is not None:
-        if not callable(fn):
+        if not callable(fn) and not isinstance(fn, (classmethod, staticmethod)):
             raise TypeError("@suture.step takes a function, or keyword options: @suture.step(cache=True)")
         return decorate(fn)
     return decorate

@@ -275,3 +275,27 @@ def test_a_run_recorded_by_suture_0_1_replays_or_says_what_to_do(store):
     assert out.exit_code == 0, out.output
     assert legacy.run(2, run_id="old2") == 33 and ("outer", 2) in live
     assert store.get_run("old2").call_keys == 2
+
+
+def test_wrong_decorator_order_and_nameless_callables_get_clear_errors():
+    import functools
+
+    with pytest.raises(TypeError, match="put @classmethod above @suture.step"):
+        class A:
+            @suture.step
+            @classmethod
+            def m(cls) -> int:
+                return 1
+
+    with pytest.raises(TypeError, match="put @staticmethod above @suture.step"):
+        class B:
+            @suture.step(cache=True)
+            @staticmethod
+            def m() -> int:
+                return 1
+
+    with pytest.raises(suture.ConfigError, match="no __qualname__"):
+        suture.step(functools.partial(int, "1"))
+    assert suture.step(name="one")(functools.partial(int, "1"))() == 1
+    with pytest.raises(suture.ConfigError, match="a lambda"):
+        suture.step(cache=True)(lambda x: x)
