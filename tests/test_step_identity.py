@@ -294,8 +294,11 @@ def test_wrong_decorator_order_and_nameless_callables_get_clear_errors():
             def m() -> int:
                 return 1
 
+    def add(a: int, b: int) -> int:
+        return a + b
+
     with pytest.raises(suture.ConfigError, match="no __qualname__"):
-        suture.step(functools.partial(int, "1"))
-    assert suture.step(name="one")(functools.partial(int, "1"))() == 1
+        suture.step(functools.partial(add, 1))
+    assert suture.step(name="add-one")(functools.partial(add, 1))(2) == 3
     with pytest.raises(suture.ConfigError, match="a lambda"):
         suture.step(cache=True)(lambda x: x)
