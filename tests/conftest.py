@@ -11,23 +11,24 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture()
-def store_url(tmp_path, monkeypatch):
-    """A fresh SQLite store for this test, selected through SUTURE_STORE_URL."""
-    from suture.config import close_stores
-
-    url = f"sqlite:///{tmp_path / 'suture.db'}"
-    monkeypatch.setenv("SUTURE_STORE_URL", url)
-    close_stores()
-    yield url
-    close_stores()
+def pytest_configure(config: pytest.Config) -> None:
+    # the suture.testing plugin (fixtures suture_store_url, suture_store, ...) comes with the installed
+    # package's pytest11 entry point; load it when the suite runs from a checkout that is not installed
+    pm = config.pluginmanager
+    if not (pm.has_plugin("suture.testing.pytest_plugin") or pm.has_plugin("suture")):
+        pm.import_plugin("suture.testing.pytest_plugin")
 
 
 @pytest.fixture()
-def store(store_url):
-    from suture.config import get_store
+def store_url(suture_store_url):
+    """A fresh SQLite store for this test, selected through SUTURE_STORE_URL (the fixture of
+    suture.testing's pytest plugin: our own suite uses what we ship to users)."""
+    return suture_store_url
 
-    return get_store(store_url)
+
+@pytest.fixture()
+def store(suture_store):
+    return suture_store
 
 
 @pytest.fixture()

@@ -1,6 +1,6 @@
 """Fixtures of the toolkit's own tests: a child-process environment sharing the test's store and
-execution log. The suture.testing pytest plugin is loaded here if `-p suture.testing.pytest_plugin`
-(or its installed entry point) did not load it already."""
+execution log. (The suture.testing pytest plugin is loaded by the root conftest when neither
+`-p suture.testing.pytest_plugin` nor its installed entry point loaded it.)"""
 
 from __future__ import annotations
 
@@ -12,12 +12,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _support import ROOT  # noqa: E402  (also puts the test agents on sys.path)
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    pm = config.pluginmanager
-    if not (pm.has_plugin("suture.testing.pytest_plugin") or pm.has_plugin("suture")):
-        pm.import_plugin("suture.testing.pytest_plugin")
 
 
 @pytest.fixture()
