@@ -69,6 +69,8 @@ class Run:
         )
         self.seq = max((r[0] for r in self.journal.values()), default=-1) + 1
         self.recorded = bool(self.journal)
+        #: entries of earlier attempts this attempt replayed: a divergence never drops them
+        self.replayed_keys: set[tuple[str, str, str]] = set()
         #: the run was recorded under call-key rule 1 (suture 0.1): look entries up by their old keys too
         self.legacy = legacy
         self._branches: dict[tuple[str, str], set[str]] | None = None
@@ -110,6 +112,7 @@ class Run:
             return False, None
         if rec[1] == fp:
             value = step.decode(rec[2], rec[3])
+            self.replayed_keys.add((frame.path, step.name, idx))
             stats = self.stats
             stats.replayed += 1
             stats.saved_seconds += rec[6] or 0.0
@@ -136,7 +139,7 @@ class Run:
                 f"strict=True suture drops this entry and the later ones and runs them again.",
                 step=step.name, key=f"{call.path}:{step.name}:{idx}", recorded=rec[1], current=fp,
             )
-        dropped = self.drop_from(rec[0])
+        dropped = self.drop_after(frame.path, rec[0])
         self.stats.diverged += 1
         self.event("divergence", {"step": step.name, "path": call.path, "index": idx,
                                   "recorded": rec[1], "current": fp, "dropped": dropped})
@@ -285,14 +288,22 @@ class Run:
             self.pending_hits = []
             self.last_flush = time.monotonic()
 
-    def drop_from(self, seq: int) -> int:
-        """A divergence: forget entries from ``seq`` on, in memory and in the store."""
+    def drop_after(self, path: str, seq: int) -> int:
+        """A divergence at entry ``seq`` of frame ``path``: forget that entry and the earlier attempts'
+        entries after it in program order within its frame and the frame's descendants (tasks and
+        nested steps) — never an entry of a sibling branch, one this attempt replayed, or one it wrote."""
         with self.lock:
             self.flush()
-            dropped = self.store.drop_from(self.run_id, self.token, seq) if self.durability != "off" else 0
-            before = len(self.journal)
-            self.journal = {k: v for k, v in self.journal.items() if v[0] < seq}
-            return max(dropped, before - len(self.journal))
+            inside = path + "/"
+            doomed = [key for key, rec in self.journal.items()
+                      if rec[0] >= seq and (key[0] == path or not path or key[0].startswith(inside))
+                      and key not in self.replayed_keys]
+            if doomed and self.durability != "off":
+                self.store.drop_entries(self.run_id, self.token, doomed)
+            for key in doomed:
+                del self.journal[key]
+            self._names = self._branches = None  # indexes of the journal, rebuilt when needed
+            return len(doomed)
 
     def event(self, kind: str, data: dict[str, Any]) -> None:
         """Record a rare event (failure, decision, divergence) for ``suture show``."""

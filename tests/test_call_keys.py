@@ -200,3 +200,43 @@ def test_equal_items_in_a_fan_out_are_not_a_branch_shift(store):
         asyncio.run(research.run(["same", "same"], run_id="dup"))
     failing["on"] = False
     assert asyncio.run(research.run(["same", "same"], run_id="dup")) == ["SAME", "SAME"]
+
+
+def test_a_divergence_in_one_task_keeps_the_completed_steps_of_its_siblings(store):
+    live = []
+    drift = {"by": 0}
+
+    def make_step(name: str, delay: float = 0.0):
+        @suture.step(name=name)
+        async def step(x: int) -> int:
+            await asyncio.sleep(delay)
+            live.append(name)
+            return x + 1
+
+        return step
+
+    a, b, c, last = make_step("a"), make_step("b"), make_step("c", 0.05), make_step("last")
+    fail = {"on": True}
+
+    async def first() -> int:
+        return await b(await a(1) + drift["by"])  # b diverges when the drift changes
+
+    async def second() -> int:
+        return await c(10)  # committed after b: a later seq, in a sibling branch
+
+    @suture.agent(max_attempts=1, name="siblings")
+    async def agent() -> int:
+        total = sum(await asyncio.gather(first(), second()))
+        if fail["on"]:
+            raise KeyError("the first attempt fails after the fan-out")
+        return await last(total)
+
+    with pytest.raises(suture.GiveUp):
+        asyncio.run(agent.run(run_id="sib"))
+    assert sorted(live) == ["a", "b", "c"]
+    live.clear()
+    drift["by"], fail["on"] = 1, False
+    asyncio.run(agent.run(run_id="sib"))
+    assert sorted(live) == ["b", "last"]  # c, completed in its own branch, is not run again
+    events = [e["data"] for e in store.list_events("sib") if e["kind"] == "divergence"]
+    assert [e["step"] for e in events] == ["b"] and events[0]["dropped"] == 1

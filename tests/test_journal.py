@@ -475,3 +475,38 @@ def test_run_of_another_agent_is_refused(store):
     one.run(run_id="shared")
     with pytest.raises(suture.ConfigError, match="belongs to agent 'one'"):
         two.run(run_id="shared")
+
+
+def test_a_divergence_never_deletes_what_the_current_attempt_wrote(store):
+    live = []
+    phase = {"n": 1}
+
+    @suture.step(name="early")
+    def early(x: int) -> int:
+        live.append(("early", x))
+        return x
+
+    @suture.step(name="fresh")
+    def fresh() -> int:
+        live.append(("fresh",))
+        return 7
+
+    @suture.agent(max_attempts=1, name="keeps-own")
+    def agent() -> int:
+        if phase["n"] >= 2:
+            fresh()  # new in attempt 2: written live before the divergence below
+        out = early(phase["n"] if phase["n"] < 3 else 2)  # attempt 2 diverges; attempt 3 replays
+        if phase["n"] == 1:
+            raise KeyError("attempt 1 stops here")
+        return out
+
+    with pytest.raises(suture.GiveUp):
+        agent.run(run_id="own")
+    phase["n"] = 2
+    assert agent.run(run_id="own") == 2
+    store.release_run("own", 99, "failed")  # run it once more (a finished run would return its result)
+    store._exec("UPDATE suture_runs SET status = 'failed'")
+    phase["n"] = 3
+    live.clear()
+    assert agent.run(run_id="own") == 2
+    assert live == []  # `fresh`, written by attempt 2 before its divergence, replays

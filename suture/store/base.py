@@ -166,7 +166,12 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def drop_from(self, run_id: str, token: int, seq: int) -> int:
-        """Delete the entries with ``seq >= seq`` (a divergence); return how many."""
+        """Delete the entries with ``seq >= seq``; return how many (fenced by ``token``)."""
+
+    def drop_entries(self, run_id: str, token: int, keys: list[tuple[str, str, str]]) -> int:
+        """Delete the entries with these keys ``(path, name, idx)`` (a divergence), in one
+        transaction fenced by ``token``; return how many."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement drop_entries()")
 
     @abc.abstractmethod
     def list_entries(self, run_id: str) -> list[EntryRow]: ...

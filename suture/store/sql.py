@@ -405,6 +405,21 @@ class SqlStore(SharedTables, Store):
                 "DELETE FROM suture_journal WHERE run_id = ? AND seq >= ?", (run_id, seq)
             ).rowcount
 
+    def drop_entries(self, run_id, token, keys):
+        with self._tx(f"dropping diverged entries of {run_id!r}"):
+            rows = list(self._exec(
+                "SELECT lease_token FROM suture_runs WHERE run_id = ?", (run_id,)
+            ).fetchall())
+            if not rows or rows[0][0] != token:
+                raise LeaseError(f"run {run_id!r} was taken over by another attempt", run_id=run_id)
+            dropped = 0
+            for path, name, idx in keys:
+                dropped += self._exec(
+                    "DELETE FROM suture_journal WHERE run_id = ? AND path = ? AND name = ? AND idx = ?",
+                    (run_id, path, name, idx),
+                ).rowcount
+            return dropped
+
     def list_entries(self, run_id):
         rows = self._read(
             "SELECT j.seq, j.path, j.name, j.idx, j.kind, j.source, j.fingerprint, j.attempt, j.started_at, j.duration, "

@@ -76,6 +76,21 @@ def test_stale_fencing_token_is_rejected(any_store):
     assert [e.idx for e in any_store.list_entries("f")] == ["0"]  # nothing of the stale write landed
 
 
+def test_drop_entries_deletes_exactly_the_given_keys_and_is_fenced(any_store):
+    token, _ = any_store.acquire_run("d", "a", "host:1", ttl=60)
+    rows = [(path, name, idx, seq, "fp", "step", "live", str(seq), "json", time.time(), 0.0, 1)
+            for seq, (path, name, idx) in enumerate([("", "s", "0"), ("", "s", "1"), ("~t#0", "s", "0"),
+                                                     ("s#1", "inner", "0")])]
+    any_store.write("d", token, rows)
+    assert any_store.drop_entries("d", token, [("", "s", "1"), ("s#1", "inner", "0"), ("", "nope", "9")]) == 2
+    assert sorted((e.path, e.idx) for e in any_store.list_entries("d")) == [("", "0"), ("~t#0", "0")]
+    any_store.release_run("d", token, "interrupted")
+    any_store.acquire_run("d", "a", "otherhost:2", ttl=60)
+    with pytest.raises(suture.LeaseError):
+        any_store.drop_entries("d", token, [("", "s", "0")])
+    assert len(any_store.list_entries("d")) == 2  # the stale attempt deleted nothing
+
+
 def test_live_holder_blocks_and_dead_holder_expires(any_store):
     any_store.acquire_run("l", "a", "some-other-host:123", ttl=60)
     with pytest.raises(suture.LeaseError, match="some-other-host:123") as info:
