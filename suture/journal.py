@@ -81,6 +81,7 @@ class Run:
         self.pending_cache: list[tuple] = []
         self.pending_hits: list[tuple] = []
         self.last_flush = time.monotonic()
+        self._timer: threading.Timer | None = None  # batch: flushes a window whose age passed its bound
         self.lock = threading.RLock()
         self.failures: list[Failure] = []
         self.stop_requested = False  # set by a SIGTERM handler: finish the step in flight, then stop
@@ -263,6 +264,9 @@ class Run:
                     (cache_hit,) if cache_hit else (),
                 )
             elif mode == "batch":
+                if not self.pending:  # the window opens: it is flushed when its age passes the bound,
+                    self.last_flush = time.monotonic()  # even if no further step completes (a slow call)
+                    self._arm_timer()
                 self.pending.append(row)
                 if cache_put:
                     self.pending_cache.append(cache_put)
@@ -273,15 +277,33 @@ class Run:
             else:
                 self.journal[(row[0], row[1], row[2])] = (row[3], row[4], row[7], row[8], row[5], row[6], row[10])
 
-    def flush(self) -> None:
-        """Write what batch durability queued, and state changed since the last commit."""
+    def _arm_timer(self) -> None:
+        if self._timer is None:
+            self._timer = threading.Timer(BATCH_MAX_SECONDS, self._flush_on_time)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _flush_on_time(self) -> None:
         with self.lock:
+            self._timer = None
+            if self.pending:
+                try:  # not the state: the agent's code may be changing it between steps right now
+                    self.flush(states=False)
+                except Exception:  # noqa: BLE001 - the next step's commit or the attempt's end says it
+                    pass
+
+    def flush(self, states: bool = True) -> None:
+        """Write what batch durability queued, and (``states``) state changed since the last commit."""
+        with self.lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             if self.durability == "off":
                 return
-            states = self._dirty_states() if self.states else []
-            if self.pending or states or self.pending_cache or self.pending_hits:
+            changed = self._dirty_states() if states and self.states else []
+            if self.pending or changed or self.pending_cache or self.pending_hits:
                 self.store.write(
-                    self.run_id, self.token, self.pending, states, self.pending_cache, self.pending_hits
+                    self.run_id, self.token, self.pending, changed, self.pending_cache, self.pending_hits
                 )
             self.pending = []
             self.pending_cache = []

@@ -69,3 +69,29 @@ def test_two_processes_write_one_database_concurrently(child_env, python, tmp_pa
         assert json.loads(out) == expected_result(300)
     for i in range(2):
         assert len(store.list_entries(f"par-{i}")) == 300
+
+
+def test_batch_window_is_flushed_by_its_age_while_a_slow_step_runs(tmp_path, child_env, python, store):
+    """durability="batch": five fast steps, then a slow call killed midway; the fast ones were
+    flushed when the window's age passed its bound, not held until the next step completed."""
+    import os
+    import time
+
+    agent = Path(__file__).parent / "agents" / "batch_agent.py"
+    log = tmp_path / "steps.log"
+    proc = subprocess.Popen([python, str(agent), "b", str(log), "30"], env=child_env)
+    try:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(f"{log}.slow") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # well past the 0.2 s bound of the window
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        proc.kill()
+    assert len(store.list_entries("b")) == 5  # the fast steps reached the store during the slow call
+    second = subprocess.run([python, str(agent), "b", str(log), "0"], env=child_env, capture_output=True,
+                            text=True, timeout=120)
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout) == 110
+    assert Counter(log.read_text().split("\n")[:-1]) == Counter([f"fast {i}" for i in range(5)] + ["slow"])
