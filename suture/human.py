@@ -110,11 +110,13 @@ def ask(question: str, schema: Any = None, *, key: str | None = None) -> Any:
     run = frame.run
     idx = ("k:" + key) if key else frame.take_index("suture.ask")
     qid = key or (f"{frame.path}/ask#{idx}" if frame.path else f"ask#{idx}")
-    fp = digest(question)
+    fp = question_fingerprint(question, schema)
     rec = run.journal.get((frame.path, "suture.ask", idx))
-    if rec is not None and rec[1] == fp:
+    if rec is not None and (rec[1] == fp or (run.legacy and rec[1] == digest(question))):
         run.stats.replayed += 1
         return _decode(schema, rec[2])
+    if rec is not None:  # the question asked here changed: its recorded answer belongs to the old one
+        _question_changed(run, frame, idx, qid, rec, fp, question)
     asker = run.asker
     if asker is not None:  # an adapter answers (e.g. Prefect's pause_flow_run)
         answer = asker(question, schema, qid)
@@ -125,6 +127,37 @@ def ask(question: str, schema: Any = None, *, key: str | None = None) -> Any:
     run.record((frame.path, "suture.ask", idx, 0, fp, "ask", "human", data, "json", time.time(), 0.0, run.attempt))
     run.stats.live += 1
     return value
+
+
+def question_fingerprint(question: str, schema: Any) -> str:
+    """What an answer is bound to: the question's text and (for a model) its schema."""
+    if schema is None:
+        return digest(question)
+    return digest(question + "\x1f" + json.dumps(schema_of(schema), sort_keys=True, separators=(",", ":")))
+
+
+def _question_changed(run: Any, frame: Any, idx: str, qid: str, rec: tuple, fp: str, question: str) -> None:
+    """A divergence at a question: report it; strict raises; else the old answer is dropped."""
+    from .errors import DivergenceError
+    from .manager import hook
+
+    call = run.call_info(frame, "suture.ask", idx)
+    if run.strict:
+        run.event("divergence", {"step": "suture.ask", "qid": qid, "path": frame.path, "index": idx,
+                                 "recorded": rec[1], "current": fp, "dropped": 0, "strict": True,
+                                 "reason": "question changed"})
+        raise DivergenceError(
+            f"run {run.run_id!r} asks {question!r} at {qid!r}, where an earlier attempt asked another question "
+            f"(or with another answer schema) and recorded its answer. That answer is not used for this "
+            f"question. Strict mode stops here; without strict=True the new question is asked and the run "
+            f"waits for its answer.",
+            step="suture.ask", key=f"{frame.path}:suture.ask:{idx}", recorded=rec[1], current=fp,
+        )
+    dropped = run.drop_after(frame.path, rec[0])
+    run.stats.diverged += 1
+    run.event("divergence", {"step": "suture.ask", "qid": qid, "path": frame.path, "index": idx,
+                             "recorded": rec[1], "current": fp, "dropped": dropped, "reason": "question changed"})
+    hook().suture_divergence(run=run.info, call=call, recorded=rec[1], current=fp, dropped=dropped)
 
 
 def _decode(schema: Any, data: Any) -> Any:
@@ -139,6 +172,8 @@ def _answer_from_store(run: Any, question: str, schema: Any, qid: str) -> Any:
 
     store = run.store
     stored = store.question_get(run.run_id, qid)
+    if stored is not None and (stored.question != question or stored.schema_ != schema_of(schema)):
+        stored = None  # another question was asked here before: its answer is not this one's
     if stored is not None and stored.status == "answered":
         return stored.answer
     q = stored or Question(run_id=run.run_id, qid=qid, question=question, schema=schema_of(schema),

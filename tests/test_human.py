@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+import suture
+
 AGENT = Path(__file__).parent / "agents" / "human_agent.py"
 
 
@@ -45,3 +49,47 @@ def test_ask_suspends_then_cli_answer_resumes(child_env, tmp_path):
 def test_answer_without_pending_question_is_clear(child_env):
     out = run(child_env, "-m", "suture", "answer", "ghost", "--json", "true")
     assert out.returncode != 0 and "no pending question" in out.stderr
+
+
+def test_an_answer_belongs_to_its_question(store):
+    """The code changed between attempts: the question asked at the same point is another one."""
+    from suture.models import Question
+
+    amount = {"v": 10}
+
+    @suture.agent(name="approver")
+    def approver() -> str:
+        ok = suture.ask(f"approve ${amount['v']}?")
+        return f"{amount['v']}: {ok}"
+
+    with pytest.raises(suture.Suspended):
+        approver.run(run_id="ap")
+    store.question_answer("ap", "ask#0", "yes")
+    assert approver.run(run_id="ap") == "10: yes"
+    store._exec("UPDATE suture_runs SET status = 'failed'")  # run it again, as after a crash
+    amount["v"] = 1_000_000
+    with pytest.raises(suture.Suspended):  # the old answer is not used: the new question waits
+        approver.run(run_id="ap")
+    q: Question = store.question_get("ap", "ask#0")
+    assert q.status == "pending" and q.question == "approve $1000000?"
+    events = [e["data"] for e in store.list_events("ap") if e["kind"] == "divergence"]
+    assert events and events[-1]["reason"] == "question changed"
+    store.question_answer("ap", "ask#0", "no")
+    assert approver.run(run_id="ap") == "1000000: no"
+
+
+def test_a_changed_question_in_strict_mode_stops_and_says_so(store):
+    text = {"q": "deploy to staging?"}
+
+    @suture.agent(name="strict-asker", strict=True)
+    def asker() -> str:
+        return suture.ask(text["q"])
+
+    with pytest.raises(suture.Suspended):
+        asker.run(run_id="sq")
+    store.question_answer("sq", "ask#0", "ok")
+    assert asker.run(run_id="sq") == "ok"
+    store._exec("UPDATE suture_runs SET status = 'failed'")
+    text["q"] = "deploy to production?"
+    with pytest.raises(suture.DivergenceError, match="deploy to production"):
+        asker.run(run_id="sq")

@@ -149,7 +149,11 @@ def _pause_for_answer(question: str, schema: Any, qid: str, suspend: bool = Fals
         form = create_model(f"{schema.__name__}Answer", __base__=RunInput, __doc__=question, **fields)
     else:
         form = create_model("SutureAnswer", __base__=RunInput, __doc__=question, answer=(str, ...))
-    key = re.sub(r"[^a-z0-9-]", "-", qid.lower())
+    from ..human import question_fingerprint
+
+    # the Prefect input key names the question itself: an answer given to another question asked at
+    # this point (changed code) is never read back for this one
+    key = re.sub(r"[^a-z0-9-]", "-", f"{qid}-{question_fingerprint(question, schema)[:12]}".lower())
     # suspend: the process exits; answering reschedules the flow run, which replays to here.
     # pause: the process waits (polling the API) until the flow run is resumed.
     if suspend and (given := _given_answer(key)) is not None:

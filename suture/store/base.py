@@ -218,7 +218,9 @@ class Store(abc.ABC):
 
     # ---- human questions -------------------------------------------------------------------
     @abc.abstractmethod
-    def question_put(self, question: Question) -> None: ...
+    def question_put(self, question: Question) -> None:
+        """Store ``question`` as pending; a question stored under its ``qid`` before is replaced
+        (another question asked at that point: its answer is not this one's)."""
 
     @abc.abstractmethod
     def question_get(self, run_id: str, qid: str) -> Question | None: ...

@@ -138,7 +138,9 @@ class SharedTables:
         with self._tx("storing a question"):
             self._exec(
                 "INSERT INTO suture_questions (run_id, qid, question, schema, status, answer, created_at) "
-                "VALUES (?, ?, ?, ?, 'pending', NULL, ?) ON CONFLICT (run_id, qid) DO NOTHING",
+                "VALUES (?, ?, ?, ?, 'pending', NULL, ?) ON CONFLICT (run_id, qid) DO UPDATE SET "
+                "question = excluded.question, schema = excluded.schema, status = 'pending', answer = NULL, "
+                "created_at = excluded.created_at, answered_at = NULL",
                 (question.run_id, question.qid, question.question, _dump(question.schema_), time.time()),
             )
 
