@@ -308,6 +308,13 @@ def wrap_agent(ag: Agent) -> Callable[..., Any]:
     wrapper.run.__doc__ = (
         f"Start or resume run ``run_id`` of agent {ag.name!r}: completed steps replay from the journal."
     )
+    def read_state(model: Any, key: str | None = None) -> Any:
+        """This agent's state ``model`` as last committed (its default key, or ``key``), outside a run."""
+        from .state import default_key, state
+
+        return state(model, key=key or default_key(ag.name, model))
+
+    wrapper.state = read_state
     wrapper.__suture_agent__ = ag
     return wrapper
 

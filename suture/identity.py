@@ -67,6 +67,20 @@ def module_of(fn: Callable[..., Any]) -> str:
     return module
 
 
+def module_of_class(cls: type) -> str:
+    """The module part of a class's names (state keys): as :func:`module_of`, from its source file."""
+    module = getattr(cls, "__module__", "") or ""
+    if is_synthetic(module):
+        import inspect
+
+        try:
+            file = inspect.getfile(cls)
+        except (TypeError, OSError):
+            return module
+        return dotted_path(file) or module
+    return module
+
+
 def default_name(fn: Callable[..., Any]) -> str:
     """``module:qualname`` of ``fn`` (see the module docstring)."""
     return f"{module_of(fn)}:{fn.__qualname__}"
@@ -82,4 +96,4 @@ def is_local(fn: Callable[..., Any]) -> bool:
     return "<locals>" in fn.__qualname__
 
 
-__all__ = ["default_name", "dotted_path", "is_local", "is_synthetic", "module_of", "qualname_of"]
+__all__ = ["default_name", "dotted_path", "is_local", "is_synthetic", "module_of", "module_of_class", "qualname_of"]

@@ -75,6 +75,7 @@ class Run:
         self.legacy = legacy
         self._branches: dict[tuple[str, str], set[str]] | None = None
         self._names: dict[str, set[str]] | None = None
+        self._loaded: dict[tuple[str, str, str], tuple] | None = None  # the journal before any drop
         self.stats = AttemptStats()
         self.states: dict[str, StateSlot] = {}
         self.pending: list[tuple] = []
@@ -190,16 +191,17 @@ class Run:
         item records the same inputs — so only a diverged one is checked."""
         parent, _, component = frame.path.rpartition("/")
         coro, _, number = component.partition("#")
+        recorded = self._loaded if self._loaded is not None else self.journal
         if self._branches is None:
             self._branches = {}
-            for path, _name, _idx in self.journal:
+            for path, _name, _idx in recorded:
                 head, _, last = path.rpartition("/")
                 if last.startswith("~") and not last.startswith("~k:"):
                     c, _, n = last.partition("#")
                     self._branches.setdefault((head, c), set()).add(n)
         for other in sorted(self._branches.get((parent, coro), set()) - {number}):
             sibling = f"{parent}/{coro}#{other}" if parent else f"{coro}#{other}"
-            found = self.journal.get((sibling, step.name, idx))
+            found = recorded.get((sibling, step.name, idx))
             if found is None or found[1] != fp:
                 continue
             call = self.call_info(frame, step.name, idx)
@@ -316,6 +318,8 @@ class Run:
         nested steps) — never an entry of a sibling branch, one this attempt replayed, or one it wrote."""
         with self.lock:
             self.flush()
+            if self._loaded is None:  # what earlier attempts recorded, kept for the branch-shift check
+                self._loaded = dict(self.journal)
             inside = path + "/"
             doomed = [key for key, rec in self.journal.items()
                       if rec[0] >= seq and (key[0] == path or not path or key[0].startswith(inside))
@@ -324,7 +328,7 @@ class Run:
                 self.store.drop_entries(self.run_id, self.token, doomed)
             for key in doomed:
                 del self.journal[key]
-            self._names = self._branches = None  # indexes of the journal, rebuilt when needed
+            self._names = None  # an index of the journal, rebuilt when needed
             return len(doomed)
 
     def event(self, kind: str, data: dict[str, Any]) -> None:

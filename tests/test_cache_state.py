@@ -191,6 +191,47 @@ def test_state_default_key_and_type_check(store):
         return n.runs
 
     assert agent() == 5
-    assert suture.state(Notes).runs == 5
+    assert agent.state(Notes).runs == 5  # outside a run: the agent's own key
+    assert suture.state(Notes, key=f"sk:{Notes.__module__}.Notes").runs == 5
     with pytest.raises(TypeError, match="pydantic"):
         suture.state(dict)  # type: ignore[arg-type]
+
+
+def test_two_agents_with_same_named_state_models_keep_their_own(store):
+    class State(BaseModel):
+        n: int = 0
+
+    first_state = State
+
+    class State(BaseModel):  # noqa: F811 - another model of the same name, as in another module
+        n: int = 0
+
+    second_state = State
+
+    @suture.agent(name="one")
+    def one() -> int:
+        s = suture.state(first_state)
+        s.n += 1
+        return s.n
+
+    @suture.agent(name="two")
+    def two() -> int:
+        s = suture.state(second_state)
+        s.n += 10
+        return s.n
+
+    assert [one(), two(), one(), two()] == [1, 10, 2, 20]
+
+
+def test_state_under_the_0_1_default_key_is_adopted_once(store):
+    store.state_put("Notes", Notes(runs=41).model_dump_json(), None)  # what suture 0.1 left
+
+    @suture.agent(name="adopter")
+    def adopter() -> int:
+        n = suture.state(Notes)
+        n.runs += 1
+        return n.runs
+
+    assert adopter() == 42 and adopter() == 43  # adopted once, then its own key
+    adopted = [e for r in store.list_runs() for e in store.list_events(r.run_id) if e["kind"] == "state_adopted"]
+    assert len(adopted) == 1 and adopted[0]["data"] == {"from": "Notes", "to": f"adopter:{Notes.__module__}.Notes"}

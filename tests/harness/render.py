@@ -348,7 +348,7 @@ def render(prog: Program, filename: str = "program.py") -> str:
     w.line(0, f"{'async ' if prog.is_async else ''}def agent(seed: int) -> dict:")
     w.line(1, "acc = seed % M")
     if prog.uses_state:
-        w.line(1, "notes = suture.state(Notes)")
+        w.line(1, "notes = suture.state(Notes, key=\"Notes\")  # the key the oracle reads")
     for site in range(thread_sites):
         w.line(1, f"_k{site} = 0")
     for site in range(fan_sites):

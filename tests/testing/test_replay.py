@@ -167,12 +167,15 @@ def test_isolated_attempts_are_checked_through_the_store(suture_store):
 
 
 def test_the_scratch_run_is_cleaned_up_and_state_is_restored(suture_store):
+    from suture.state import default_key
+
+    key = default_key("busy", Tally)  # the agent's own state key
     busy.run(["alpha"], run_id="s1")
-    assert suture_store.state_get("Tally") is not None
+    assert suture_store.state_get(key) is not None
     busy.run(["zeta", "eta"], run_id="s2")  # a later run changes the state
-    later = suture_store.state_get("Tally")
+    later = suture_store.state_get(key)
     report = assert_replays("s1", busy)
-    assert suture_store.state_get("Tally") == later  # the check did not publish s1's state again
+    assert suture_store.state_get(key) == later  # the check did not publish s1's state again
     scratch = suture_store.get_run(report.scratch_run_id)
     assert scratch.status == "replay-check" and scratch.labels["replay_of"] == "s1"
     assert suture_store.list_entries(report.scratch_run_id) == []
