@@ -14,6 +14,7 @@ key ``(path, name, idx)``: ``(seq, fingerprint, output, serializer, kind, source
 from __future__ import annotations
 
 import re
+import sys
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -158,8 +159,10 @@ class Run:
         names = self._names.get(qualname_of(step.name), ())
         if step.name in names:
             return
+        defined = sys.modules["suture.step"].DEFINED
         for other in sorted(names):
-            if (frame.path, other, idx) in self.journal:
+            # the other name still names a step of this program: two steps of one name, not a move
+            if other not in defined and (frame.path, other, idx) in self.journal:
                 raise DivergenceError(
                     f"run {self.run_id!r} recorded this call as step {other!r}, but the step is now named "
                     f"{step.name!r} (its module is named differently: a moved file, or a script run from "

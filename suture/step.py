@@ -32,6 +32,8 @@ _PASS_THROUGH: tuple[type[BaseException], ...] = (SutureError,)
 _UNRESOLVED = object()
 _NO_CHECK = object()  # no annotation to check against: nothing is ever of this type
 _warned_outside: set[str] = set()
+#: names of the steps defined in this process (a resume tells a moved module from a sibling step by it)
+DEFINED: set[str] = set()
 
 
 def return_annotation(fn: Callable[..., Any], namespace: dict[str, Any] | None) -> Any:
@@ -152,6 +154,7 @@ class Step:
         _check_definition(fn, name, cache)
         self.fn = fn
         self.name = name or default_name(fn)
+        DEFINED.add(self.name)
         self.cache = bool(cache)
         self.version = None if version is None else str(version)
         self.ttl = ttl

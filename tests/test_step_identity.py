@@ -224,6 +224,10 @@ def test_a_step_recorded_under_another_module_stops_the_resume_and_names_both(st
 
     with pytest.raises(suture.GiveUp):
         make("old_place:fetch").run(run_id="moved")
+    import importlib
+
+    # the resume runs as after the move, in a process where the old name names no step
+    importlib.import_module("suture.step").DEFINED.discard("old_place:fetch")
     with pytest.raises(suture.DivergenceError, match=r"'old_place:fetch'.*'new_place:fetch'.*name='old_place:fetch'"):
         make("new_place:fetch").run(run_id="moved")
 
@@ -302,3 +306,30 @@ def test_wrong_decorator_order_and_nameless_callables_get_clear_errors():
     assert suture.step(name="add-one")(functools.partial(add, 1))(2) == 3
     with pytest.raises(suture.ConfigError, match="a lambda"):
         suture.step(cache=True)(lambda x: x)
+
+
+def test_two_modules_same_named_steps_are_not_taken_for_a_moved_module(importable, store):
+    """The second module's step was not recorded yet (the first attempt died before it)."""
+    for name in ("tools_a", "tools_b"):
+        _module(importable, name, '''
+            import suture
+            @suture.step
+            def afetch(x: int) -> int:
+                return x
+        ''')
+    import tools_a
+    import tools_b
+
+    crash = {"on": True}
+
+    @suture.agent(name="two-modules", max_attempts=1)
+    def both() -> int:
+        a = tools_a.afetch(1)
+        if crash["on"]:
+            raise KeyError("dies before tools_b's call")
+        return a + tools_b.afetch(2)
+
+    with pytest.raises(suture.GiveUp):
+        both.run(run_id="two")
+    crash["on"] = False
+    assert both.run(run_id="two") == 3
