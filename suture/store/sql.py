@@ -395,30 +395,18 @@ class SqlStore(SharedTables, Store):
         return row is not None and row[0] == token
 
     def drop_from(self, run_id, token, seq):
-        with self._tx(f"dropping diverged entries of {run_id!r}"):
-            rows = list(self._exec(
-                "SELECT lease_token FROM suture_runs WHERE run_id = ?", (run_id,)
-            ).fetchall())
-            if not rows or rows[0][0] != token:
-                raise LeaseError(f"run {run_id!r} was taken over by another attempt", run_id=run_id)
-            return self._exec(
-                "DELETE FROM suture_journal WHERE run_id = ? AND seq >= ?", (run_id, seq)
-            ).rowcount
+        return self._drop(run_id, token, [("DELETE FROM suture_journal WHERE run_id = ? AND seq >= ?", (run_id, seq))])
 
     def drop_entries(self, run_id, token, keys):
-        with self._tx(f"dropping diverged entries of {run_id!r}"):
-            rows = list(self._exec(
-                "SELECT lease_token FROM suture_runs WHERE run_id = ?", (run_id,)
-            ).fetchall())
-            if not rows or rows[0][0] != token:
+        sql = "DELETE FROM suture_journal WHERE run_id = ? AND path = ? AND name = ? AND idx = ?"
+        return self._drop(run_id, token, [(sql, (run_id, *key)) for key in keys])
+
+    def _drop(self, run_id: str, token: int, deletes: list[tuple[str, tuple]]) -> int:
+        """Run ``deletes`` on the journal in one transaction fenced by ``token``; how many rows went."""
+        with self._tx(f"dropping diverged entries of {run_id!r}") as conn:
+            if not self._holds(conn, run_id, token):
                 raise LeaseError(f"run {run_id!r} was taken over by another attempt", run_id=run_id)
-            dropped = 0
-            for path, name, idx in keys:
-                dropped += self._exec(
-                    "DELETE FROM suture_journal WHERE run_id = ? AND path = ? AND name = ? AND idx = ?",
-                    (run_id, path, name, idx),
-                ).rowcount
-            return dropped
+            return sum(self._exec(sql, params).rowcount for sql, params in deletes)
 
     def list_entries(self, run_id):
         rows = self._read(
