@@ -56,28 +56,18 @@ def dotted_path(file: str) -> str | None:
     return None
 
 
-def module_of(fn: Callable[..., Any]) -> str:
-    """The module part of ``fn``'s default step name."""
-    module = getattr(fn, "__module__", None) or ""
-    if is_synthetic(module):
-        code = getattr(fn, "__code__", None)
-        file = getattr(code, "co_filename", None)
-        if file and os.path.exists(file):
-            return dotted_path(file) or module
-    return module
-
-
-def module_of_class(cls: type) -> str:
-    """The module part of a class's names (state keys): as :func:`module_of`, from its source file."""
-    module = getattr(cls, "__module__", "") or ""
+def module_of(obj: Any) -> str:
+    """The module part of the names of ``obj``, a function (step names) or a class (state keys)."""
+    module = getattr(obj, "__module__", None) or ""
     if is_synthetic(module):
         import inspect
 
         try:
-            file = inspect.getfile(cls)
-        except (TypeError, OSError):
+            file = inspect.getfile(obj)
+        except (TypeError, OSError):  # a builtin, or a class of a module with no file
             return module
-        return dotted_path(file) or module
+        if os.path.exists(file):
+            return dotted_path(file) or module
     return module
 
 
@@ -96,4 +86,4 @@ def is_local(fn: Callable[..., Any]) -> bool:
     return "<locals>" in fn.__qualname__
 
 
-__all__ = ["default_name", "dotted_path", "is_local", "is_synthetic", "module_of", "module_of_class", "qualname_of"]
+__all__ = ["default_name", "dotted_path", "is_local", "is_synthetic", "module_of", "qualname_of"]

@@ -35,9 +35,9 @@ class StateSlot:
 def default_key(agent: str, model: type) -> str:
     """The default state key of ``model`` in runs of ``agent``: ``<agent>:<module>.<Model>``, so two
     agents (or two models of one name) never share state unless they pass the same ``key=``."""
-    from .identity import module_of_class
+    from .identity import module_of
 
-    return f"{agent}:{module_of_class(model)}.{model.__qualname__}"
+    return f"{agent}:{module_of(model)}.{model.__qualname__}"
 
 
 def state(model: type[M], key: str | None = None) -> M:

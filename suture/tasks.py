@@ -137,7 +137,7 @@ class branch:
             )
         base.named.add(component)
         child: Frame = base.branch(component)
-        child.task = _current_task() if "asyncio" in __import__("sys").modules else None
+        child.task = _current_task()
         self._token = frame_var.set(child)
         return self
 
