@@ -27,6 +27,7 @@ from .errors import (
     Preempted,
     SchemaVersionError,
     SerializationError,
+    StateConflictError,
     StepFailed,
     StoreCorruptedError,
     StoreError,
@@ -73,7 +74,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "Action", "ConfigError", "DivergenceError", "Evidence", "Failure", "FingerprintError", "GiveUp",
     "LeaseError", "NoRunContextError", "Preempted", "RecoveryPolicy", "Resources", "SchemaVersionError",
-    "SerializationError", "StepFailed", "StoreCorruptedError", "StoreError", "StoreLockedError",
+    "SerializationError", "StateConflictError", "StepFailed", "StoreCorruptedError", "StoreError", "StoreLockedError",
     "Suspended", "SutureError", "SutureWarning", "agent", "ask", "branch", "current", "history", "hookimpl", "map", "now",
     "random", "register", "state", "step", "unregister", "uuid",
 ]

@@ -60,6 +60,18 @@ class DivergenceError(SutureError):
         self.current = current
 
 
+class StateConflictError(SutureError):
+    """Publishing a run's state would lose another run's update (the key's version moved since this
+    run read it) and the model defines no ``merge(base, ours, theirs)``. Nothing of the run's state
+    was written; its journal is kept, and ``suture resume RUN`` retries only the publish."""
+
+    def __init__(self, message: str, *, key: str, run_id: str, other_run: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.run_id = run_id
+        self.other_run = other_run
+
+
 class NoRunContextError(SutureError):
     """A step was called from a thread the agent started, without `key=` or `suture.map`."""
 

@@ -4,7 +4,10 @@ A :class:`Run` is one attempt of a run in this process. It loads the run's journ
 answers step calls that were recorded (:meth:`Run.replay`), handles a divergence, and writes each
 completed call (:meth:`Run.commit`) — one transaction per completed step under ``sync``
 durability, a bounded group commit under ``batch``, nothing under ``off``. State snapshots and
-cache entries of a step go in the same transaction as its journal row.
+cache entries of a step go in the same transaction as its journal row (the state itself lives in
+:mod:`suture.state`). A step failure the agent's code handles (a caught ``StepFailed``) is
+journaled with the attempt's next record in that frame or an enclosing one (:meth:`Run.failed`),
+and replayed by raising it again; one that escapes the agent is never replayed (:meth:`Run.escaped`).
 
 A journal row, as the store receives it: ``(path, name, idx, seq, fingerprint, kind, source,
 output, serializer, started_at, duration, attempt)``; what :meth:`Store.load_journal` returns per
@@ -20,14 +23,14 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .calls import AttemptStats, CallInfo, RunInfo
-from .errors import DivergenceError, StopAttempt
+from .errors import DivergenceError, StepFailed, StopAttempt
 from .identity import qualname_of
 from .manager import gate
+from .state import RunState
 
 if TYPE_CHECKING:  # pragma: no cover
     from .context import Frame
     from .failures import Failure, RecoveryPolicy, Resources
-    from .state import StateSlot
     from .store.base import Store
 
 DURABILITY = ("sync", "batch", "off")
@@ -68,7 +71,10 @@ class Run:
         self.journal: dict[tuple[str, str, str], tuple] = (
             journal if journal is not None else (store.load_journal(run_id) if durability != "off" else {})
         )
-        self.seq = max((r[0] for r in self.journal.values()), default=-1) + 1
+        #: the run's private state (snapshots and the versions read or published: suture.state)
+        self.state = (RunState.load(store.load_snapshots(run_id)) if self.journal and durability != "off"
+                      else RunState())
+        self.seq = max(max((r[0] for r in self.journal.values()), default=-1), self.state.last_seq()) + 1
         self.recorded = bool(self.journal)
         #: entries of earlier attempts this attempt replayed: a divergence never drops them
         self.replayed_keys: set[tuple[str, str, str]] = set()
@@ -78,8 +84,11 @@ class Run:
         self._names: dict[str, set[str]] | None = None
         self._loaded: dict[tuple[str, str, str], tuple] | None = None  # the journal before any drop
         self.stats = AttemptStats()
-        self.states: dict[str, StateSlot] = {}
+        #: journal rows of step failures the agent's code caught, written with the next record
+        self.handled: list[tuple] = []
+        self._handled_written: set[tuple[str, str, str]] = set()
         self.pending: list[tuple] = []
+        self.pending_snaps: list[tuple] = []
         self.pending_cache: list[tuple] = []
         self.pending_hits: list[tuple] = []
         self.last_flush = time.monotonic()
@@ -114,8 +123,13 @@ class Run:
                 self._moved(frame, step, idx)
             return False, None
         if rec[1] == fp:
+            if rec[5] == "failed":  # a failure the agent handled: raise it again, never run the step
+                self._raise_recorded(frame, step, idx, rec)
             value = step.decode(rec[2], rec[3])
             self.replayed_keys.add((frame.path, step.name, idx))
+            if self.state.steps:
+                with self.lock:
+                    self.state.restore(rec[0])
             stats = self.stats
             stats.replayed += 1
             stats.saved_seconds += rec[6] or 0.0
@@ -244,27 +258,31 @@ class Run:
             g.hook.suture_step_end(run=self.info, call=self.call_info(frame, step.name, idx), source="live",
                                    duration=duration)
 
-    def _dirty_states(self) -> list[tuple[str, str]]:
-        out = []
-        for slot in self.states.values():
-            now = slot.obj.model_dump_json()
-            if now != slot.last:
-                slot.last = now
-                out.append((slot.key, now))
-        return out
+    def record(self, row: tuple, cache_put: tuple | None = None, cache_hit: tuple | None = None,
+               at: str | None = None, base: tuple | None = None) -> None:
+        """Commit one completed call (sync), queue it (batch) or keep it in memory (off).
 
-    def record(self, row: tuple, cache_put: tuple | None = None, cache_hit: tuple | None = None) -> None:
-        """Commit one completed call (sync), queue it (batch) or keep it in memory (off)."""
+        With it go, in the same transaction: the snapshots of state changed since the last record,
+        the failures the agent handled in frame ``at`` (default: the row's) or below it, and
+        ``base`` — ``(key, value, version, model)`` of a state's first read.
+        """
         with self.lock:
-            row = (row[0], row[1], row[2], self.seq, *row[4:])
+            seq = self.seq
+            row = (row[0], row[1], row[2], seq, *row[4:])
             self.seq += 1
+            rows = [row]
+            if self.handled:
+                rows = self._take_handled(row[0] if at is None else at) + rows
+            snaps = self.state.changed(seq) if self.state.slots else []
+            if base is not None:
+                snaps.append((seq, *base))
             mode = self.durability
             if mode == "sync":
                 self.store.write(
                     self.run_id,
                     self.token,
-                    [row],
-                    self._dirty_states() if self.states else (),
+                    rows,
+                    snaps,
                     (cache_put,) if cache_put else (),
                     (cache_hit,) if cache_hit else (),
                 )
@@ -272,7 +290,8 @@ class Run:
                 if not self.pending:  # the window opens: it is flushed when its age passes the bound,
                     self.last_flush = time.monotonic()  # even if no further step completes (a slow call)
                     self._arm_timer()
-                self.pending.append(row)
+                self.pending.extend(rows)
+                self.pending_snaps.extend(snaps)
                 if cache_put:
                     self.pending_cache.append(cache_put)
                 if cache_hit:
@@ -280,7 +299,88 @@ class Run:
                 if len(self.pending) >= BATCH_MAX_STEPS or time.monotonic() - self.last_flush >= BATCH_MAX_SECONDS:
                     self.flush()
             else:
-                self.journal[(row[0], row[1], row[2])] = (row[3], row[4], row[7], row[8], row[5], row[6], row[10])
+                for r in rows:
+                    self.journal[(r[0], r[1], r[2])] = (r[3], r[4], r[7], r[8], r[5], r[6], r[10])
+
+    def next_seq(self) -> int:
+        """A sequence number for something recorded without a journal row (a state publish)."""
+        with self.lock:
+            self.seq += 1
+            return self.seq - 1
+
+    # -- failures the agent handles ------------------------------------------------------------------
+    def failed(self, step: Any, frame: "Frame", idx: str, fp: str, error: StepFailed, started: float) -> None:
+        """The policy raised ``error`` into the agent's code. If the agent goes on, the next record in
+        this frame (or an enclosing one) writes it; if it escapes, :meth:`escaped` forgets it."""
+        with self.lock:
+            seq = self.seq
+            self.seq += 1
+            self.handled.append((frame.path, step.name, idx, seq, fp, step.kind, "failed",
+                                 error.failure.model_dump_json(), "failure", started, time.time() - started,
+                                 self.attempt))
+        error._suture_entry = (self, (frame.path, step.name, idx))  # type: ignore[attr-defined]
+
+    def _take_handled(self, at: str) -> list[tuple]:
+        inside = at + "/"
+        taken = [r for r in self.handled if not at or r[0] == at or r[0].startswith(inside)]
+        if taken:
+            self.handled = [r for r in self.handled if r not in taken]
+            self._handled_written.update((r[0], r[1], r[2]) for r in taken)
+        return taken
+
+    def _raise_recorded(self, frame: "Frame", step: Any, idx: str, rec: tuple) -> None:
+        from .failures import Failure
+
+        key = (frame.path, step.name, idx)
+        self.replayed_keys.add(key)
+        self.stats.replayed += 1
+        text = rec[2] if isinstance(rec[2], str) else rec[2].decode()
+        error = StepFailed(Failure.model_validate_json(text))
+        error._suture_entry = (self, key)  # type: ignore[attr-defined]
+        raise error
+
+    def escaped(self, exc: BaseException) -> None:
+        """The attempt ends with ``exc``: failures the agent had caught but not yet followed by a record
+        are forgotten, and a journaled ``StepFailed`` found in ``exc`` (its cause, context or group)
+        is dropped, so the next attempt runs that step live."""
+        with self.lock:
+            self.handled = []
+            keys = set()
+            seen: set[int] = set()
+            todo = [exc]
+            while todo:
+                e = todo.pop()
+                if e is None or id(e) in seen:
+                    continue
+                seen.add(id(e))
+                entry = getattr(e, "_suture_entry", None) if isinstance(e, StepFailed) else None
+                if entry is not None and entry[0] is self:
+                    keys.add(entry[1])
+                todo.extend([e.__cause__, e.__context__, *getattr(e, "exceptions", ())])
+            doomed = [k for k in keys if k in self._handled_written or k in self.journal]
+            if not doomed:
+                return
+            self.pending = [r for r in self.pending if (r[0], r[1], r[2]) not in keys]
+            for key in doomed:
+                self.journal.pop(key, None)
+                self._handled_written.discard(key)
+            if self.durability != "off":
+                self.store.drop_entries(self.run_id, self.token, doomed)
+
+    def complete(self) -> None:
+        """The agent's code returned (or suspended for a question): write what is left — failures it
+        handled, state changed after the last step — and publish the run's state."""
+        from .state import publish
+
+        with self.lock:
+            rows = self._take_handled("") if self.handled else []
+            if self.durability == "off":
+                for r in rows:
+                    self.journal[(r[0], r[1], r[2])] = (r[3], r[4], r[7], r[8], r[5], r[6], r[10])
+            else:
+                self.pending.extend(rows)  # with the last state snapshot, in one transaction
+            self.flush()
+            publish(self)
 
     def _arm_timer(self) -> None:
         if self._timer is None:
@@ -305,12 +405,18 @@ class Run:
                 self._timer = None
             if self.durability == "off":
                 return
-            changed = self._dirty_states() if states and self.states else []
-            if self.pending or changed or self.pending_cache or self.pending_hits:
+            snaps = self.pending_snaps
+            if states and self.state.slots:
+                changed = self.state.changed(self.seq)
+                if changed:
+                    self.seq += 1
+                    snaps = snaps + changed
+            if self.pending or snaps or self.pending_cache or self.pending_hits:
                 self.store.write(
-                    self.run_id, self.token, self.pending, changed, self.pending_cache, self.pending_hits
+                    self.run_id, self.token, self.pending, snaps, self.pending_cache, self.pending_hits
                 )
             self.pending = []
+            self.pending_snaps = []
             self.pending_cache = []
             self.pending_hits = []
             self.last_flush = time.monotonic()
@@ -327,10 +433,12 @@ class Run:
             doomed = [key for key, rec in self.journal.items()
                       if rec[0] >= seq and (key[0] == path or not path or key[0].startswith(inside))
                       and key not in self.replayed_keys]
+            seqs = {self.journal[key][0] for key in doomed}
             if doomed and self.durability != "off":
-                self.store.drop_entries(self.run_id, self.token, doomed)
+                self.store.drop_entries(self.run_id, self.token, doomed, sorted(seqs))
             for key in doomed:
                 del self.journal[key]
+            self.state.forget(seqs)
             self._names = None  # an index of the journal, rebuilt when needed
             return len(doomed)
 

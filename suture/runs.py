@@ -314,7 +314,13 @@ def attempt_sync(run: Run, fn: Callable[..., Any], args: tuple, kwargs: dict) ->
     tasks.wrap_policy()  # an event loop the agent starts itself (asyncio.run) branches its tasks too
     token = context.enter(run)
     try:
-        return fn(*args, **kwargs)
+        result = fn(*args, **kwargs)
+    except BaseException as exc:
+        _ended(run, exc)
+        raise
+    else:
+        run.complete()
+        return result
     finally:
         context.leave(run, token)
         _flush_quietly(run)
@@ -326,10 +332,28 @@ async def attempt_async(run: Run, fn: Callable[..., Any], args: tuple, kwargs: d
 
     token = context.enter(run, task=tasks.install())
     try:
-        return await fn(*args, **kwargs)
+        result = await fn(*args, **kwargs)
+    except BaseException as exc:
+        _ended(run, exc)
+        raise
+    else:
+        run.complete()
+        return result
     finally:
         context.leave(run, token)
         _flush_quietly(run)
+
+
+def _ended(run: Run, exc: BaseException) -> None:
+    """The agent's code raised ``exc``. A suspension publishes the run's state (the run waits for a
+    person); anything else forgets the failures it let escape (never replayed)."""
+    if isinstance(exc, Suspended):
+        run.complete()
+        return
+    try:
+        run.escaped(exc)
+    except SutureError:  # the store is gone or the lease lost: the attempt's end says so
+        pass
 
 
 def _flush_quietly(run: Run) -> None:

@@ -1,35 +1,154 @@
-"""``suture.state``: pydantic memory that outlives a run.
+"""``suture.state``: pydantic memory that outlives a run — the one place state lives.
 
-Inside a run the first access to a key is journaled (the value it loaded), so a replay starts
-from that same value and rebuilds the rest by re-executing the code; changes are committed with
-each completed step, in the step's transaction (:meth:`suture.journal.Run.record`), and at the
-end of the attempt.
+Two layers (the README's "State" section says the same for users):
+
+- **within a run** the state is private to the run and journaled. The first read of a key records
+  the value and version it read (a base snapshot). Each completed step's record carries the
+  snapshots of the state objects that changed since the previous record, in the step's own
+  transaction; a replayed step restores them *in place* (:func:`restore_in_place`: the objects the
+  agent holds stay the same objects), and never a snapshot older than one already restored
+  (:meth:`RunState.restore`). So after any step returns, live or replayed, every state object holds
+  the value it held when that step first completed, whether the agent changed it between steps or
+  the step's own body did.
+- **across runs** the run's value is published when the run ends (succeeded or suspended) as a
+  compare-and-set against the version it last read or published (:func:`publish`). On a conflict
+  the model's ``merge(base, ours, theirs)`` combines both, else :class:`StateConflictError`.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .context import frame_var
+from .errors import StateConflictError
 from .fingerprint import digest
 
 M = typing.TypeVar("M")
 
 #: the journal key of a state's first read in a run: ``("", STATE_STEP, <state key>)``
 STATE_STEP = "suture.state"
+#: a publish that keeps conflicting (other runs publishing all the time) gives up after this many merges
+MERGE_ROUNDS = 20
+_MISSING = object()
 
 
 @dataclass
 class StateSlot:
-    """One state object a run holds: its key, model, the live object and its last written JSON."""
+    """One state object a run holds: its key, model, the live object and its last journaled JSON."""
 
     key: str
     model: type
     obj: Any
     last: str
+
+
+@dataclass
+class RunState:
+    """A run's private state in one attempt: the objects it holds, the snapshots its journal
+    carries, the last one restored per key and the versions it read or published."""
+
+    slots: dict[str, StateSlot] = field(default_factory=dict)
+    #: step snapshots by the record's seq: [(key, JSON)]
+    steps: dict[int, list[tuple[str, str]]] = field(default_factory=dict)
+    #: per key, the value the run last read or published: (seq, JSON, version, model path)
+    bases: dict[str, tuple[int, str, int, str | None]] = field(default_factory=dict)
+    #: per key, the seq of the newest snapshot restored or written in this attempt
+    restored: dict[str, int] = field(default_factory=dict)
+    #: snapshots restored for keys the agent has not read in this attempt yet (a tool's body changed them)
+    latest: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, snapshots: list[tuple]) -> RunState:
+        rs = cls()
+        for seq, key, value, version, model in snapshots:
+            if version is None:
+                rs.steps.setdefault(seq, []).append((key, value))
+            else:  # ordered by seq: the newest read or publish wins
+                rs.bases[key] = (seq, value, version, model)
+        return rs
+
+    def last_seq(self) -> int:
+        return max([*self.steps, *(b[0] for b in self.bases.values())], default=-1)
+
+    def restore(self, seq: int) -> None:
+        """A replayed record ``seq``: put its snapshots back in place, unless a newer one of that key
+        was already restored or written (a fan-out replays in another order than it ran)."""
+        for key, text in self.steps.get(seq, ()):
+            if self.restored.get(key, -1) >= seq:
+                continue
+            self.restored[key] = seq
+            slot = self.slots.get(key)
+            if slot is None:
+                self.latest[key] = text
+                continue
+            restore_in_place(slot.obj, slot.model.model_validate_json(text))
+            slot.last = text
+
+    def changed(self, seq: int) -> list[tuple]:
+        """Snapshots of the objects changed since the last record, to write with record ``seq``."""
+        out = []
+        for slot in self.slots.values():
+            now = slot.obj.model_dump_json()
+            if now != slot.last:
+                slot.last = now
+                self.restored[slot.key] = seq
+                out.append((seq, slot.key, now, None, None))
+        return out
+
+    def forget(self, seqs: set[int]) -> None:
+        """Records ``seqs`` were dropped (a divergence): so are their snapshots."""
+        for seq in seqs:
+            self.steps.pop(seq, None)
+
+
+def restore_in_place(obj: Any, new: Any) -> None:
+    """Make the model ``obj`` hold ``new``'s value, keeping ``obj`` — and the lists, dicts, sets and
+    nested models it holds — the same objects, so references the agent kept stay live."""
+    _into_model(obj, new)
+
+
+def _into_model(old: Any, new: Any) -> None:
+    d_old, d_new = old.__dict__, new.__dict__
+    for name, value in d_new.items():
+        cur = d_old.get(name, _MISSING)
+        if cur is _MISSING or not _into(cur, value):
+            d_old[name] = value
+    for name in [n for n in d_old if n not in d_new]:
+        del d_old[name]
+    object.__setattr__(old, "__pydantic_fields_set__", set(new.__pydantic_fields_set__))
+    extra_old, extra_new = getattr(old, "__pydantic_extra__", None), getattr(new, "__pydantic_extra__", None)
+    if extra_old is None or extra_new is None or not _into(extra_old, extra_new):
+        object.__setattr__(old, "__pydantic_extra__", extra_new)
+
+
+def _into(cur: Any, value: Any) -> bool:
+    """Put ``value`` into the container ``cur`` in place; ``False`` if it is not a container of that type."""
+    from pydantic import BaseModel
+
+    kind = type(cur)
+    if kind is not type(value):
+        return False
+    if isinstance(cur, BaseModel):
+        _into_model(cur, value)
+    elif kind is list:
+        cur[:] = [c if _into(c, v) else v for c, v in zip(cur, value)] + value[len(cur):]
+    elif kind is dict:
+        for k in [k for k in cur if k not in value]:
+            del cur[k]
+        for k, v in value.items():
+            c = cur.get(k, _MISSING)
+            if c is _MISSING or not _into(c, v):
+                cur[k] = v
+    elif kind is set:
+        cur.clear()
+        cur.update(value)
+    else:
+        return False
+    return True
 
 
 def default_key(agent: str, model: type) -> str:
@@ -40,21 +159,60 @@ def default_key(agent: str, model: type) -> str:
     return f"{agent}:{module_of(model)}.{model.__qualname__}"
 
 
+def _model_path(model: type) -> str:
+    from .identity import module_of
+
+    return f"{module_of(model)}:{model.__qualname__}"
+
+
+def _find_model(path: str | None) -> type | None:
+    """The model class named ``module:qualname`` if this process already has it (never imports)."""
+    if not path:
+        return None
+    from .identity import module_of
+
+    module, _, qualname = path.rpartition(":")
+    for mod in (sys.modules.get(module), sys.modules.get("__main__")):
+        obj: Any = mod
+        for part in qualname.split("."):
+            obj = getattr(obj, part, None)
+        if isinstance(obj, type) and module_of(obj) == module:
+            return obj
+    return None
+
+
+def _check_model(model: type, key: str) -> None:
+    if model.model_config.get("frozen"):
+        raise TypeError(
+            f"state {key!r}: {model.__qualname__} is a frozen model (model_config frozen=True). suture restores a "
+            f"run's state objects in place when it replays, and the agent could not change a frozen one "
+            f"anyway. Make the model mutable, or keep read-only data in a step's return value. Nothing was "
+            f"recorded."
+        )
+
+
 def state(model: type[M], key: str | None = None) -> M:
     """Memory that outlives a run, as an instance of the pydantic ``model``.
 
-    Inside a run, the first access is journaled: it records the value it loaded (the latest
-    committed under ``key``, or the model's defaults) so that a replay starts from that same value
-    and rebuilds the rest by re-executing the code — a mutation is never applied twice. Changes are
-    committed with each completed step (same transaction) and at the end of the run, and become the
-    starting value of later runs that use the key. Outside a run it returns the latest committed
-    value (changes are not saved).
+    Inside a run the object is the run's own until the run ends: change it anywhere — between
+    steps or inside a step's body (a tool) — and each completed step journals the change with
+    its record. A replay restores the object in place to what it held when each step first
+    completed, so a change is never applied twice and never lost. Changes made by steps running
+    at the same time (a fan-out) are at-least-once: a step re-run after a crash may apply its
+    change again on top of a sibling's snapshot.
+
+    When the run ends (succeeded, or suspended for a question) its value is published as a
+    compare-and-set against the version it read: if another run published the key meanwhile,
+    ``Model.merge(base, ours, theirs)`` (a classmethod or staticmethod returning a model) combines
+    them; without one the run ends with :class:`StateConflictError`, its journal kept, and
+    ``suture resume RUN`` replays its steps and retries only the publish.
 
     The default ``key`` inside a run is ``<agent>:<module>.<Model>`` (see :func:`default_key`): two
     agents, or two models of one name, never share state unless they pass the same ``key=``. A
     store holding the value under suture 0.1's default (the model's bare name) is adopted the first
     time the new key is read, and the adoption is recorded (event ``state_adopted``). Outside a run
-    the default key is the model's bare name: pass ``key=`` to read an agent's state there.
+    it returns the latest published value (changes are not saved); its default key there is the
+    model's bare name: pass ``key=`` to read an agent's state (or use ``agent.state(Model)``).
     """
     from pydantic import BaseModel
 
@@ -70,29 +228,112 @@ def state(model: type[M], key: str | None = None) -> M:
     legacy_key = model.__qualname__  # suture 0.1's default: shared by every model of that name
     if key is None:
         key = legacy_key if run.legacy else default_key(run.agent, model)
+    rs = run.state
     with run.lock:
-        slot = run.states.get(key)
+        slot = rs.slots.get(key)
         if slot is not None:
             if not isinstance(slot.obj, model):
                 raise TypeError(f"state {key!r} is a {type(slot.obj).__qualname__} in this run, not {model.__qualname__}")
             return slot.obj  # type: ignore[return-value]
+        _check_model(model, key)
         rec = run.journal.get(("", STATE_STEP, key))
-        if rec is not None:
-            text = rec[2] if isinstance(rec[2], str) else rec[2].decode()
+        if rec is not None:  # read in an earlier attempt: that value, or the newest snapshot restored since
+            run.replayed_keys.add(("", STATE_STEP, key))
+            text = rs.latest.pop(key, None)
+            if text is None:
+                text = rec[2] if isinstance(rec[2], str) else rec[2].decode()
             obj = model.model_validate_json(text)
-            run.states[key] = StateSlot(key, model, obj, text)
+            rs.slots[key] = StateSlot(key, model, obj, text)
             return obj  # type: ignore[return-value]
-        stored = run.store.state_get(key) if run.durability != "off" else None
-        if stored is None and key != legacy_key and run.durability != "off":
-            stored = run.store.state_get(legacy_key)  # a store from suture 0.1: adopt its value once
-            if stored is not None:
+        found = run.store.state_read(key) if run.durability != "off" else None
+        if found is None and key != legacy_key and run.durability != "off":
+            old = run.store.state_read(legacy_key)  # a store from suture 0.1: adopt its value once
+            if old is not None:
                 run.event("state_adopted", {"from": legacy_key, "to": key})
-        obj = model.model_validate_json(stored) if stored is not None else model()
+                found = (old[0], 0, old[2])  # the new key itself is absent: version 0
+        obj = model.model_validate_json(found[0]) if found is not None else model()
         text = obj.model_dump_json()
         run.record(("", STATE_STEP, key, 0, digest(key), "state", "live", text, "json", time.time(), 0.0,
-                    run.attempt))
-        run.states[key] = StateSlot(key, model, obj, text)
+                    run.attempt), at=frame.path,
+                   base=(key, text, found[1] if found is not None else 0, _model_path(model)))
+        rs.slots[key] = StateSlot(key, model, obj, text)
         return obj  # type: ignore[return-value]
 
 
-__all__ = ["StateSlot", "state"]
+def publish(run: Any) -> None:
+    """The run ends: publish every state it holds as a compare-and-set (merging on conflict)."""
+    if run.durability == "off":
+        return
+    rs: RunState = run.state
+    for key in sorted(set(rs.slots) | set(rs.latest)):
+        slot = rs.slots.get(key)
+        ours = slot.last if slot is not None else rs.latest[key]
+        base = rs.bases.get(key)
+        if base is not None and ours == base[1]:
+            continue  # unchanged since it was read or published
+        model = slot.model if slot is not None else _find_model(base[3] if base else None)
+        base_text, expected = (base[1], base[2]) if base is not None else (None, None)
+        merged = False
+        for _ in range(MERGE_ROUNDS):
+            seq = run.next_seq()
+            ok, current = run.store.state_publish(run.run_id, run.token, key, ours, expected, seq,
+                                                   base[3] if base else None)
+            if ok:
+                rs.bases[key] = (seq, ours, current[1] if current else 1, base[3] if base else None)
+                if merged:
+                    run.event("state_merged", {"key": key, "version": current[1] if current else None})
+                    if slot is not None:
+                        restore_in_place(slot.obj, slot.model.model_validate_json(ours))
+                        slot.last = ours
+                    else:
+                        rs.latest[key] = ours
+                break
+            ours = _merge(run, key, model, base_text, ours, current, expected)
+            base_text, expected, merged = current[0], current[1], True
+        else:
+            raise StateConflictError(
+                f"state {key!r} of run {run.run_id!r} kept conflicting: other runs published it {MERGE_ROUNDS} "
+                f"times while this run merged. Its journal is kept: `suture resume {run.run_id}` retries the publish.",
+                key=key, run_id=run.run_id,
+            )
+
+
+def _merge(run: Any, key: str, model: type | None, base: str | None, ours: str, current: tuple | None,
+           expected: int | None) -> str:
+    other = current[2] if current else None
+    version = current[1] if current else 0
+    merge = getattr(model, "merge", None) if model is not None else None
+    if merge is None or base is None or current is None:
+        name = model.__qualname__ if model is not None else "the state model"
+        run.event("state_conflict", {"key": key, "read": expected, "current": version, "other_run": other})
+        raise StateConflictError(
+            f"state {key!r}: run {other!r} published version {version} after run {run.run_id!r} read version "
+            f"{expected}, so publishing this run's value would lose that update. Nothing of this run's state was "
+            f"written, and its journal is kept. Define how to combine them on {name} — "
+            f"`@classmethod def merge(cls, base, ours, theirs) -> {name}` (base: the value this run read) — "
+            f"then `suture resume {run.run_id}`: its steps replay (none runs again) and only the publish is "
+            f"retried. Or give the runs different keys (suture.state({name}, key=...)).",
+            key=key, run_id=run.run_id, other_run=other,
+        )
+    try:
+        result = merge(model.model_validate_json(base), model.model_validate_json(ours),
+                       model.model_validate_json(current[0]))
+    except Exception as exc:
+        raise StateConflictError(
+            f"state {key!r}: {model.__qualname__}.merge(base, ours, theirs) raised {type(exc).__name__}: {exc} while "
+            f"combining run {run.run_id!r}'s value with version {version} of run {other!r}. Nothing was written; "
+            f"fix merge() and `suture resume {run.run_id}`.", key=key, run_id=run.run_id, other_run=other,
+        ) from exc
+    if not isinstance(result, model):
+        try:
+            result = model.model_validate(result)
+        except Exception as exc:
+            raise StateConflictError(
+                f"state {key!r}: {model.__qualname__}.merge() returned a {type(result).__name__}, not a "
+                f"{model.__qualname__}. Nothing was written; return the merged model and `suture resume "
+                f"{run.run_id}`.", key=key, run_id=run.run_id, other_run=other,
+            ) from exc
+    return result.model_dump_json()
+
+
+__all__ = ["MERGE_ROUNDS", "RunState", "StateSlot", "publish", "restore_in_place", "state"]

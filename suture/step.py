@@ -22,7 +22,7 @@ from . import cache
 from . import serialization as ser
 from .calls import StepInfo
 from .context import Frame, frame_var, locate
-from .errors import ConfigError, FingerprintError, SerializationError, SutureError, SutureWarning
+from .errors import ConfigError, FingerprintError, SerializationError, StepFailed, SutureError, SutureWarning
 from .fingerprint import Binder, digest, fingerprint_call
 from .identity import default_name, is_local
 from .manager import GATE as _GATE
@@ -312,7 +312,7 @@ class Step:
             except _PASS_THROUGH:
                 raise
             except Exception as exc:
-                time.sleep(self.on_error(frame, idx, exc, history))
+                time.sleep(self.on_error(frame, idx, exc, history, fp, started))
                 continue
             finally:
                 frame_var.reset(token)
@@ -343,18 +343,27 @@ class Step:
             except Exception as exc:
                 import asyncio
 
-                await asyncio.sleep(self.on_error(frame, idx, exc, history))
+                await asyncio.sleep(self.on_error(frame, idx, exc, history, fp, started))
                 continue
             finally:
                 frame_var.reset(token)
             self.commit(frame, idx, fp, ck, value, started, time.perf_counter() - t0)
             return value
 
-    def on_error(self, frame: Frame | None, idx: str, exc: Exception, history: list[Any]) -> float:
-        """Classify a step's exception and apply the recovery policy: return a retry delay or raise."""
+    def on_error(self, frame: Frame | None, idx: str, exc: Exception, history: list[Any], fp: str = "",
+                 started: float = 0.0) -> float:
+        """Classify a step's exception and apply the recovery policy: return a retry delay or raise.
+
+        A :class:`StepFailed` raised into the agent's code is handed to the journal: recorded if the
+        agent goes on (:meth:`suture.journal.Run.failed`)."""
         from .recovery import decide_for_step
 
-        return decide_for_step(self, frame, idx, exc, history)
+        try:
+            return decide_for_step(self, frame, idx, exc, history)
+        except StepFailed as failed:
+            if frame is not None:
+                frame.run.failed(self, frame, idx, fp, failed, started)
+            raise
 
 
 def _wrap(step_obj: Step) -> Callable[..., Any]:

@@ -3,8 +3,10 @@
 A store plugin (hook ``suture_open_store``) returns an object implementing :class:`Store`.
 Semantics every implementation keeps (the shared store test suite checks them):
 
-- one transaction per :meth:`Store.write`: journal entries, state snapshots, cache entries and
-  cache-hit counts of completed steps commit together or not at all;
+- one transaction per :meth:`Store.write`: journal entries, the run's state snapshots, cache
+  entries and cache-hit counts of completed steps commit together or not at all;
+- a run's state is private to it until :meth:`Store.state_publish` (a compare-and-set on the
+  key's version) makes it the key's value;
 - every journal write carries the run's lease token and is rejected (:class:`LeaseError`) when
   the token is stale (another attempt took the run over): fencing;
 - values are ``str`` (JSON) or ``bytes`` and come back as written.
@@ -22,8 +24,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..models import AttemptRow, CacheRow, EntryRow, Question, RunRecord
 
 #: Bump with a migration whenever the schema changes; a store newer than this is refused.
-#: v3: runs record the rule their call keys were made under (``call_keys``)
-SCHEMA_VERSION = 3
+#: v3: runs record the rule their call keys were made under (``call_keys``);
+#: v4: a run's private state (``suture_snapshots``: per-step snapshots, versions read and published)
+SCHEMA_VERSION = 4
 #: The rule of call keys new runs are journaled under. 1: bare qualnames, arguments as given, one
 #: counter per frame (suture 0.1); 2: ``module:qualname`` names, arguments bound to the signature,
 #: a branch per asyncio task. Runs recorded under rule 1 replay through :func:`suture.journal.legacy_key`.
@@ -35,6 +38,10 @@ JournalRow = tuple
 #: What :meth:`Store.load_journal` maps a key ``(path, name, idx)`` to:
 #: (seq, fingerprint, output, serializer, kind, source, duration)
 Recorded = tuple
+#: A state snapshot of a run: (seq, key, value, version, model). ``version`` is None for a step's
+#: snapshot, and the key's published version for the value a run read or published (then ``model``
+#: names the model class, ``module:qualname``)
+Snapshot = tuple
 #: A cache insert: (key, step, version, value, serializer, created_at, expires_at, duration)
 CachePut = tuple
 
@@ -158,19 +165,24 @@ class Store(abc.ABC):
         run_id: str,
         token: int,
         entries: list[JournalRow],
-        states: list[tuple[str, str]] = (),  # type: ignore[assignment]
+        snapshots: list[Snapshot] = (),  # type: ignore[assignment]
         cache_puts: list[CachePut] = (),  # type: ignore[assignment]
         cache_hits: list[tuple[str, float]] = (),  # type: ignore[assignment]
     ) -> None:
-        """Commit completed steps in ONE transaction, fenced by ``token``."""
+        """Commit completed steps and their state snapshots in ONE transaction, fenced by ``token``."""
+
+    def load_snapshots(self, run_id: str) -> list[Snapshot]:
+        """The run's state snapshots ``(seq, key, value, version, model)``, by ``seq``."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement load_snapshots()")
 
     @abc.abstractmethod
     def drop_from(self, run_id: str, token: int, seq: int) -> int:
         """Delete the entries with ``seq >= seq``; return how many (fenced by ``token``)."""
 
-    def drop_entries(self, run_id: str, token: int, keys: list[tuple[str, str, str]]) -> int:
-        """Delete the entries with these keys ``(path, name, idx)`` (a divergence), in one
-        transaction fenced by ``token``; return how many."""
+    def drop_entries(self, run_id: str, token: int, keys: list[tuple[str, str, str]], seqs: list[int] = ()) -> int:  # type: ignore[assignment]
+        """Delete the entries with these keys ``(path, name, idx)`` (a divergence) and the state
+        snapshots recorded with them (their ``seqs``), in one transaction fenced by ``token``;
+        return how many entries."""
         raise NotImplementedError(f"{type(self).__name__} does not implement drop_entries()")
 
     @abc.abstractmethod
@@ -214,7 +226,20 @@ class Store(abc.ABC):
     def state_get(self, key: str) -> str | None: ...
 
     @abc.abstractmethod
-    def state_put(self, key: str, value: str, run_id: str | None) -> None: ...
+    def state_put(self, key: str, value: str, run_id: str | None) -> None:
+        """Overwrite the key's value (outside any run: tools and tests)."""
+
+    def state_read(self, key: str) -> tuple[str, int, str | None] | None:
+        """``(value, version, run_id that published it)`` of ``key``, or ``None``."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement state_read()")
+
+    def state_publish(self, run_id: str, token: int, key: str, value: str, expected: int | None,
+                      seq: int, model: str | None = None) -> tuple[bool, tuple[str, int, str | None] | None]:
+        """Compare-and-set: make ``value`` the key's value if its version is still ``expected`` (0: the
+        key is absent; ``None``: unconditionally), and record the new version as the run's snapshot
+        ``seq`` in the same transaction, fenced by ``token``. Returns ``(published, current)`` —
+        ``current`` is ``(value, version, run_id)`` after the call (the other run's on a conflict)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement state_publish()")
 
     # ---- human questions -------------------------------------------------------------------
     @abc.abstractmethod

@@ -73,6 +73,12 @@ MIGRATIONS: dict[int, str] = {
     3: """
     ALTER TABLE suture_runs ADD COLUMN IF NOT EXISTS call_keys INTEGER NOT NULL DEFAULT 1;
     """,
+    # a run's private state: per-step snapshots (version NULL) and the versions it read or published
+    4: """
+    CREATE TABLE IF NOT EXISTS suture_snapshots (
+        run_id TEXT NOT NULL, seq BIGINT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, version BIGINT,
+        model TEXT, PRIMARY KEY (run_id, seq, key));
+    """,
 }
 
 _SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")

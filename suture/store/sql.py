@@ -176,7 +176,7 @@ class SqlStore(SharedTables, Store):
                 raise LeaseError(f"run {run_id!r} is being executed by a live attempt ({rows[0][0]}): stop it "
                                  f"before resetting the run", run_id=run_id, holder=rows[0][0])
             deleted = self._exec("DELETE FROM suture_journal WHERE run_id = ?", (run_id,)).rowcount
-            for table in ("suture_attempts", "suture_events", "suture_questions", "suture_runs"):
+            for table in ("suture_snapshots", "suture_attempts", "suture_events", "suture_questions", "suture_runs"):
                 self._exec(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
             return deleted
 
@@ -309,7 +309,7 @@ class SqlStore(SharedTables, Store):
         "WHERE EXISTS (SELECT 1 FROM suture_runs WHERE run_id = ? AND lease_token = ?)"
     )
 
-    def write(self, run_id, token, entries, states=(), cache_puts=(), cache_hits=()):
+    def write(self, run_id, token, entries, snapshots=(), cache_puts=(), cache_hits=()):
         blobs: list[tuple] = []
         rows = []
         for e in entries:
@@ -322,21 +322,25 @@ class SqlStore(SharedTables, Store):
                 value, ref = self._split(p[3], blobs)
                 puts.append(p[:3] + (value,) + p[4:] + (ref,))
             cache_puts = puts
-        if blobs:
-            states = list(states) + [("\x00blob", b) for b in blobs]  # written in the same transaction
         try:
-            return self._write(run_id, token, entries, states, cache_puts, cache_hits)
+            return self._write(run_id, token, entries, snapshots, cache_puts, cache_hits, blobs)
         except StoreError as exc:
             if exc.__cause__ is None or not self._reconnect_after(exc.__cause__):
                 raise
             try:  # the connection dropped: the transaction rolled back or committed; find out which
-                return self._write(run_id, token, entries, states, cache_puts, cache_hits)
+                return self._write(run_id, token, entries, snapshots, cache_puts, cache_hits, blobs)
             except StoreError as again:
                 if entries and "duplicate key" in str(again.__cause__ or ""):
                     return None  # the first COMMIT had landed before the connection dropped
                 raise
 
-    def _write(self, run_id, token, entries, states, cache_puts, cache_hits):
+    _INSERT_SNAPSHOT = (
+        "INSERT INTO suture_snapshots (run_id, seq, key, value, version, model) VALUES (?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (run_id, seq, key) DO UPDATE SET value = excluded.value, version = excluded.version, "
+        "model = excluded.model"
+    )
+
+    def _write(self, run_id, token, entries, snapshots, cache_puts, cache_hits, blobs):
         # The hot path (one call per completed step under durability "sync"): no context manager,
         # no string formatting unless something fails.
         conn = self._conn
@@ -355,13 +359,13 @@ class SqlStore(SharedTables, Store):
                             f"Only one attempt of a run may write; the newer one continues.",
                             run_id=run_id,
                         )
-                    if states or cache_puts or cache_hits:
-                        now = time.time()
-                        for key, value in states:
-                            if key == "\x00blob":
-                                self._blob_put(conn, value)
-                            else:
-                                self._state_upsert(conn, key, value, run_id, now)
+                    if snapshots or cache_puts or cache_hits or blobs:
+                        for blob in blobs:
+                            self._blob_put(conn, blob)
+                        if snapshots:
+                            snap_sql = self._q(self._INSERT_SNAPSHOT)
+                            for snap in snapshots:
+                                conn.execute(snap_sql, (run_id, *snap))
                         for put in cache_puts:
                             self._cache_upsert(conn, put)
                         for key, saved in cache_hits:
@@ -375,6 +379,11 @@ class SqlStore(SharedTables, Store):
                     raise
             except self._driver_errors() as exc:
                 raise self._explain(exc, f"committing {len(entries)} step(s) of run {run_id!r}") from exc
+
+    def load_snapshots(self, run_id):
+        return [tuple(r) for r in self._read(
+            "SELECT seq, key, value, version, model FROM suture_snapshots WHERE run_id = ? ORDER BY seq, key", (run_id,),
+            doing=f"loading the state snapshots of {run_id!r}")]
 
     def _split(self, value: Any, blobs: list[tuple]) -> tuple[Any, str | None]:
         """A value small enough for its row, or a reference to a blob queued in ``blobs``."""
@@ -395,17 +404,24 @@ class SqlStore(SharedTables, Store):
         return row is not None and row[0] == token
 
     def drop_from(self, run_id, token, seq):
-        return self._drop(run_id, token, [("DELETE FROM suture_journal WHERE run_id = ? AND seq >= ?", (run_id, seq))])
+        return self._drop(run_id, token, [("DELETE FROM suture_journal WHERE run_id = ? AND seq >= ?", (run_id, seq))],
+                          [("DELETE FROM suture_snapshots WHERE run_id = ? AND seq >= ?", (run_id, seq))])
 
-    def drop_entries(self, run_id, token, keys):
+    def drop_entries(self, run_id, token, keys, seqs=()):
         sql = "DELETE FROM suture_journal WHERE run_id = ? AND path = ? AND name = ? AND idx = ?"
-        return self._drop(run_id, token, [(sql, (run_id, *key)) for key in keys])
+        snaps = "DELETE FROM suture_snapshots WHERE run_id = ? AND seq = ?"
+        return self._drop(run_id, token, [(sql, (run_id, *key)) for key in keys],
+                          [(snaps, (run_id, seq)) for seq in seqs])
 
-    def _drop(self, run_id: str, token: int, deletes: list[tuple[str, tuple]]) -> int:
-        """Run ``deletes`` on the journal in one transaction fenced by ``token``; how many rows went."""
+    def _drop(self, run_id: str, token: int, deletes: list[tuple[str, tuple]],
+              also: list[tuple[str, tuple]] = ()) -> int:  # type: ignore[assignment]
+        """Run ``deletes`` on the journal (and ``also``: their state snapshots) in one transaction
+        fenced by ``token``; how many journal rows went."""
         with self._tx(f"dropping diverged entries of {run_id!r}") as conn:
             if not self._holds(conn, run_id, token):
                 raise LeaseError(f"run {run_id!r} was taken over by another attempt", run_id=run_id)
+            for sql, params in also:
+                self._exec(sql, params)
             return sum(self._exec(sql, params).rowcount for sql, params in deletes)
 
     def list_entries(self, run_id):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..errors import StoreError
+from ..errors import LeaseError, StoreError
 from ..models import CacheRow, Question
 from ._values import dump as _dump
 from ._values import load as _load
@@ -119,9 +119,35 @@ class SharedTables:
         rows = self._read("SELECT value FROM suture_state WHERE key = ?", (key,))
         return rows[0][0] if rows else None
 
+    def state_read(self, key):
+        rows = self._read("SELECT value, version, run_id FROM suture_state WHERE key = ?", (key,))
+        return tuple(rows[0]) if rows else None
+
     def state_put(self, key, value, run_id):
         with self._tx(f"saving state {key!r}") as conn:
             self._state_upsert(conn, key, value, run_id, time.time())
+
+    def state_publish(self, run_id, token, key, value, expected, seq, model=None):
+        now = time.time()
+        with self._tx(f"publishing state {key!r} of run {run_id!r}") as conn:
+            if not self._holds(conn, run_id, token):
+                raise LeaseError(f"run {run_id!r} was taken over by another attempt: its state {key!r} was not "
+                                 f"published (the newer attempt publishes it)", run_id=run_id)
+            if expected is None:  # a run begun before versions were journaled: last writer wins, as then
+                self._state_upsert(conn, key, value, run_id, now)
+                ok = True
+            elif expected == 0:
+                ok = self._exec("INSERT INTO suture_state (key, value, run_id, updated_at, version) "
+                                "VALUES (?, ?, ?, ?, 1) ON CONFLICT (key) DO NOTHING",
+                                (key, value, run_id, now)).rowcount == 1
+            else:
+                ok = self._exec("UPDATE suture_state SET value = ?, run_id = ?, updated_at = ?, version = version + 1 "
+                                "WHERE key = ? AND version = ?", (value, run_id, now, key, expected)).rowcount == 1
+            rows = list(self._exec("SELECT value, version, run_id FROM suture_state WHERE key = ?", (key,)).fetchall())
+            current = tuple(rows[0]) if rows else None
+            if ok and current is not None:
+                self._exec(self._INSERT_SNAPSHOT, (run_id, seq, key, value, current[1], model))
+            return ok, current
 
     def _state_upsert(self, conn: Any, key: str, value: str, run_id: str | None, now: float) -> None:
         conn.execute(
