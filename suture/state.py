@@ -183,7 +183,9 @@ def _find_model(path: str | None) -> type | None:
 
 def _check_model(model: type, key: str) -> None:
     if model.model_config.get("frozen"):
-        raise TypeError(
+        from .errors import ConfigError
+
+        raise ConfigError(
             f"state {key!r}: {model.__qualname__} is a frozen model (model_config frozen=True). suture restores a "
             f"run's state objects in place when it replays, and the agent could not change a frozen one "
             f"anyway. Make the model mutable, or keep read-only data in a step's return value. Nothing was "
@@ -253,9 +255,11 @@ def state(model: type[M], key: str | None = None) -> M:
                 found = (old[0], 0, old[2])  # the new key itself is absent: version 0
         obj = model.model_validate_json(found[0]) if found is not None else model()
         text = obj.model_dump_json()
+        base = (text, found[1] if found is not None else 0, _model_path(model))
+        seq = run.seq  # the record's (the run's lock is held)
         run.record(("", STATE_STEP, key, 0, digest(key), "state", "live", text, "json", time.time(), 0.0,
-                    run.attempt), at=frame.path,
-                   base=(key, text, found[1] if found is not None else 0, _model_path(model)))
+                    run.attempt), at=frame.path, base=(key, *base))
+        rs.bases[key] = (seq, *base)
         rs.slots[key] = StateSlot(key, model, obj, text)
         return obj  # type: ignore[return-value]
 

@@ -16,8 +16,9 @@ SIGKILL) loses from the checkpoint at most the steps it completed in its last se
 again on the next attempt. A shared store (``SUTURE_STORE_URL=postgresql://...``) has every step
 regardless. Set it with ``SUTURE_CHECKPOINT_INTERVAL`` (seconds).
 
-The document is JSON (``suture-journal-v2``): compact, self-describing, and ignored when the
-checkpoint holds something else (a task's own checkpoint payload is left alone).
+The document is JSON (``suture-journal-v2``; since schema v4 with the run's state snapshots, which
+older readers ignore): compact, self-describing, and ignored when the checkpoint holds something
+else (a task's own checkpoint payload is left alone).
 """
 
 from __future__ import annotations
@@ -51,8 +52,9 @@ def export_checkpoint(store: Any, run_id: str) -> bytes:
         {"status": a.status, "resources": a.resources, "stats": a.stats, "failure": a.failure, "action": a.action}
         for a in store.list_attempts(run_id) if a.status != "running"
     ]
-    return json.dumps({"format": FORMAT, "run_id": run_id, "entries": rows, "attempts": attempts},
-                      separators=(",", ":")).encode()
+    snapshots = [list(snap) for snap in store.load_snapshots(run_id)] if rows else []
+    return json.dumps({"format": FORMAT, "run_id": run_id, "entries": rows, "attempts": attempts,
+                       "snapshots": snapshots}, separators=(",", ":")).encode()
 
 
 def parse_checkpoint(data: bytes | None) -> dict[str, Any] | None:
@@ -86,9 +88,13 @@ def import_checkpoint(store: Any, run_id: str, token: int, doc: dict[str, Any] |
             continue
         value = base64.b64decode(output) if binary else output
         rows.append((path, name, idx, seq, fp, kind, source, value, serializer, now, duration, 0))
-    if rows:
+    seqs = {r[3] for r in rows}  # the run's state snapshots travel with the entries they belong to
+    known = {(snap[0], snap[1]) for snap in store.load_snapshots(run_id)} if doc.get("snapshots") else set()
+    snaps = [tuple(snap) for snap in doc.get("snapshots", [])
+             if (snap[0], snap[1]) not in known and (snap[0] in seqs or snap[3] is not None)]
+    if rows or snaps:
         rows.sort(key=lambda r: r[3])
-        store.write(run_id, token, rows)
+        store.write(run_id, token, rows, snaps)
     return len(rows)
 
 

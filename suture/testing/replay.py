@@ -212,7 +212,7 @@ def assert_replays(
         m = meta.get(key)
         rows.append((key[0], key[1], key[2], seq, fp, kind, source, output, serializer,
                      m.started_at if m else 0.0, duration, m.attempt if m else 0))
-    store.write(scratch, token, rows)
+    store.write(scratch, token, rows, [tuple(snap) for snap in store.load_snapshots(run_id)])
     store.release_run(scratch, token, SCRATCH_STATUS)
     copied = {k: v[0] for k, v in journal.items()}
     state_keys = [k[2] for k, v in journal.items() if v[4] == "state"]
