@@ -88,6 +88,36 @@ def suture_noop(tmp: Path, n: int, durability: str) -> float:
     return timing["dt"] / n
 
 
+def suture_state_step(tmp: Path, n: int, change: bool) -> float:
+    """Seconds per sync step while the run holds a ~10 KB state model: the step changes one of its
+    items (a 10 KB snapshot written with the step), or changes nothing (only the change check)."""
+    import suture
+    from pydantic import BaseModel
+
+    class Big(BaseModel):
+        items: list[str] = ["x" * 100 for _ in range(100)]
+
+    fresh_store(tmp, f"state-{change}-{time.perf_counter_ns()}.db")
+
+    @suture.step(name="touch")
+    def touch(i: int) -> None:
+        if change:
+            suture.state(Big, key="big").items[i % 100] = f"{i:0100d}"
+
+    timing: dict[str, float] = {}
+
+    @suture.agent(name=f"bench-state-{change}")
+    def agent(k: int) -> None:
+        suture.state(Big, key="big")
+        t0 = time.perf_counter()
+        for i in range(k):
+            touch(i)
+        timing["dt"] = time.perf_counter() - t0
+
+    agent(n)
+    return timing["dt"] / n
+
+
 def replay_rate(tmp: Path, n: int) -> tuple[float, float]:
     """Steps/s when resuming a run of n completed steps (whole resume, and the replay loop alone)."""
     import suture
@@ -215,6 +245,8 @@ def main() -> int:
         raw = best_of(lambda: raw_sqlite_commit(tmp, n), repeat)
         sync = best_of(lambda: suture_noop(tmp, n, "sync"), repeat)
         batch = best_of(lambda: suture_noop(tmp, n, "batch"), repeat)
+        held = best_of(lambda: suture_state_step(tmp, n, False), repeat)
+        changed = best_of(lambda: suture_state_step(tmp, n, True), repeat)
         whole, loop = max(replay_rate(tmp, args.replay) for _ in range(repeat))
         lookup = best_of(lambda: cache_lookup(tmp, 5000), repeat)
         lg = langgraph_noop(tmp, min(n, 1000))
@@ -227,6 +259,10 @@ def main() -> int:
         ("raw sqlite3 insert+commit (WAL, NORMAL)", f"{raw * 1e6:.1f} µs", "baseline", ""),
         ("suture no-op step, durability=sync", f"{sync * 1e6:.1f} µs", f"{sync / raw:.2f}x raw", "≤ 1.5x raw"),
         ("suture no-op step, durability=batch", f"{batch * 1e6:.1f} µs", f"{batch / raw:.2f}x raw", "≤ 30 µs"),
+        ("  step while a 10 KB state is held, unchanged", f"{held * 1e6:.1f} µs", f"+{(held - sync) * 1e6:.1f} µs",
+         ""),
+        ("  step that changes a 10 KB state (snapshot)", f"{changed * 1e6:.1f} µs",
+         f"+{(changed - sync) * 1e6:.1f} µs", ""),
     ]
     if lg:
         rows.append(("LangGraph no-op node, SqliteSaver, durability=sync", f"{lg * 1e6:.1f} µs",
@@ -250,6 +286,8 @@ def main() -> int:
         "sync_step_us": sync * 1e6,
         "sync_vs_raw": sync / raw,
         "batch_step_us": batch * 1e6,
+        "state_held_step_us": held * 1e6,
+        "state_changed_step_us": changed * 1e6,
         "langgraph_step_us": lg * 1e6 if lg else None,
         "dbos_step_us": db * 1e6 if db else None,
         "suture_vs_langgraph": (lg / sync) if lg else None,

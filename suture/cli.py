@@ -156,7 +156,8 @@ def show(ctx: click.Context, run_id: str, as_json: bool, limit: int) -> None:
     for e in shown:
         how = {"live": "live", "cache": "cached", "human": "answered"}.get(e.source, e.source)
         later = f" → replayed in {e.attempt + 1}..{last_attempt}" if e.attempt < last_attempt else ""
-        jt.add_row(str(e.seq), e.name, e.path or "", e.idx, how + later, str(e.attempt), _dur(e.duration), "ok")
+        status = "failed, handled by the agent" if e.source == "failed" else "ok"
+        jt.add_row(str(e.seq), e.name, e.path or "", e.idx, how + later, str(e.attempt), _dur(e.duration), status)
     console.print(jt)
     if len(entries) > len(shown):
         console.print(f"... {len(entries) - len(shown)} more (use --limit 0)")

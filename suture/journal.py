@@ -129,7 +129,7 @@ class Run:
             self.replayed_keys.add((frame.path, step.name, idx))
             if self.state.steps:
                 with self.lock:
-                    self.state.restore(rec[0])
+                    self.state.restore(rec[0], self.run_id)
             stats = self.stats
             stats.replayed += 1
             stats.saved_seconds += rec[6] or 0.0

@@ -14,7 +14,7 @@ def build_report(store: Any, run_id: str) -> Report:
         raise KeyError(run_id)
     attempts = store.list_attempts(run_id)
     entries = store.list_entries(run_id)
-    live = sum(1 for e in entries if e.source == "live")
+    live = sum(1 for e in entries if e.source == "live" and e.kind != "state")  # a state's first read is no call
     cached = sum(1 for e in entries if e.source == "cache")
     replayed = sum(int((a.stats or {}).get("replayed", 0)) for a in attempts)
     saved = sum(float((a.stats or {}).get("saved_seconds", 0.0)) for a in attempts)

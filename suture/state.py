@@ -74,7 +74,7 @@ class RunState:
     def last_seq(self) -> int:
         return max([*self.steps, *(b[0] for b in self.bases.values())], default=-1)
 
-    def restore(self, seq: int) -> None:
+    def restore(self, seq: int, run_id: str) -> None:
         """A replayed record ``seq``: put its snapshots back in place, unless a newer one of that key
         was already restored or written (a fan-out replays in another order than it ran)."""
         for key, text in self.steps.get(seq, ()):
@@ -85,7 +85,7 @@ class RunState:
             if slot is None:
                 self.latest[key] = text
                 continue
-            restore_in_place(slot.obj, slot.model.model_validate_json(text))
+            restore_in_place(slot.obj, load(slot.model, text, key, run_id))
             slot.last = text
 
     def changed(self, seq: int) -> list[tuple]:
@@ -103,6 +103,21 @@ class RunState:
         """Records ``seqs`` were dropped (a divergence): so are their snapshots."""
         for seq in seqs:
             self.steps.pop(seq, None)
+
+
+def load(model: type, text: str, key: str, run_id: str) -> Any:
+    """A journaled value of state ``key`` as ``model``, or a :class:`ConfigError` that says why not."""
+    try:
+        return model.model_validate_json(text)
+    except ValueError as exc:
+        from .errors import ConfigError
+
+        raise ConfigError(
+            f"state {key!r} of run {run_id!r}: a value this run journaled does not validate as "
+            f"{model.__name__} any more (the model changed since the run began): {' '.join(str(exc).split())}. "
+            f"Nothing was "
+            f"changed. Finish the run with the model it began with, or start it over with `suture reset {run_id}`."
+        ) from exc
 
 
 def restore_in_place(obj: Any, new: Any) -> None:
@@ -244,7 +259,7 @@ def state(model: type[M], key: str | None = None) -> M:
             text = rs.latest.pop(key, None)
             if text is None:
                 text = rec[2] if isinstance(rec[2], str) else rec[2].decode()
-            obj = model.model_validate_json(text)
+            obj = load(model, text, key, run.run_id)
             rs.slots[key] = StateSlot(key, model, obj, text)
             return obj  # type: ignore[return-value]
         found = run.store.state_read(key) if run.durability != "off" else None

@@ -337,7 +337,7 @@ def test_a_fanout_that_changes_state_loses_nothing_after_a_crash(store):
         n = suture.state(Wallet, key="fan")
         n.log.append(f"{i}.{part}")
         if crash["at"] is not None and sum(calls.values()) == crash["at"]:
-            raise KeyboardInterrupt  # the process dies with this step in flight
+            raise RuntimeError("crash")  # the attempt ends with this step in flight, its change made
         await asyncio.sleep(0)
         return i
 
@@ -350,7 +350,7 @@ def test_a_fanout_that_changes_state_loses_nothing_after_a_crash(store):
         await asyncio.gather(*(branch(i) for i in range(4)))
         return suture.state(Wallet, key="fan").log
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(suture.GiveUp):
         asyncio.run(agent.run(run_id="fs"))
     crash["at"] = None
     final = asyncio.run(agent.run(run_id="fs"))
@@ -380,3 +380,31 @@ def test_a_suspended_run_publishes_its_state_and_resumes_from_that_version(store
     store.question_answer("s1", q.qid, "yes")
     assert agent.run(run_id="s1") == 11  # its base is the version it published: no conflict with itself
     assert json.loads(store.state_get("susp")) == {"n": 11}
+
+
+def test_a_state_model_changed_under_a_run_is_a_clear_error(store):
+    crash = {"on": True}
+    model = {"cls": Wallet}
+
+    class Renamed(BaseModel):
+        spent: str  # was an int with a default: the journaled values no longer validate
+
+    @suture.step(name="pay")
+    def pay() -> int:
+        suture.state(model["cls"], key="w2").spent += 1
+        return 1
+
+    @suture.agent(name="chg", max_attempts=1)
+    def agent() -> int:
+        suture.state(model["cls"], key="w2")
+        pay()
+        if crash["on"]:
+            raise RuntimeError("crash")
+        return 1
+
+    with pytest.raises(suture.GiveUp):
+        agent.run(run_id="c1")
+    model["cls"], crash["on"] = Renamed, False
+    with pytest.raises(suture.ConfigError, match=r"state 'w2' of run 'c1'.*does not validate as Renamed.*suture reset c1"):
+        agent.run(run_id="c1")
+    assert store.state_get("w2") is None

@@ -317,7 +317,7 @@ class _Attempt(Attempt):
         return _pause_for_answer(question, schema, qid, suspend=self.suspend, before_suspend=self._suspending)
 
     def _suspending(self) -> None:
-        self.run.flush()
+        self.run.complete()  # what is left, and the run's state published: the run waits for a person
         self.h.end_attempt(self.run, "suspended")
         self.h.finish("suspended", error=None)
         self.suspended = True
