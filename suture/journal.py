@@ -273,9 +273,9 @@ class Run:
             rows = [row]
             if self.handled:
                 rows = self._take_handled(row[0] if at is None else at) + rows
-            snaps = self.state.changed(seq) if self.state.slots else []
+            snaps = self.state.changed(seq) if self.state.slots else ()
             if base is not None:
-                snaps.append((seq, *base))
+                snaps = [*snaps, (seq, *base)]
             mode = self.durability
             if mode == "sync":
                 self.store.write(

@@ -20,7 +20,6 @@ from __future__ import annotations
 import sys
 import time
 import typing
-from dataclasses import dataclass, field
 from typing import Any
 
 from .context import frame_var
@@ -36,30 +35,31 @@ MERGE_ROUNDS = 20
 _MISSING = object()
 
 
-@dataclass
 class StateSlot:
     """One state object a run holds: its key, model, the live object and its last journaled JSON."""
 
-    key: str
-    model: type
-    obj: Any
-    last: str
+    __slots__ = ("key", "model", "obj", "last")
+
+    def __init__(self, key: str, model: type, obj: Any, last: str) -> None:
+        self.key, self.model, self.obj, self.last = key, model, obj, last
 
 
-@dataclass
 class RunState:
     """A run's private state in one attempt: the objects it holds, the snapshots its journal
     carries, the last one restored per key and the versions it read or published."""
 
-    slots: dict[str, StateSlot] = field(default_factory=dict)
-    #: step snapshots by the record's seq: [(key, JSON)]
-    steps: dict[int, list[tuple[str, str]]] = field(default_factory=dict)
-    #: per key, the value the run last read or published: (seq, JSON, version, model path)
-    bases: dict[str, tuple[int, str, int, str | None]] = field(default_factory=dict)
-    #: per key, the seq of the newest snapshot restored or written in this attempt
-    restored: dict[str, int] = field(default_factory=dict)
-    #: snapshots restored for keys the agent has not read in this attempt yet (a tool's body changed them)
-    latest: dict[str, str] = field(default_factory=dict)
+    __slots__ = ("slots", "steps", "bases", "restored", "latest")
+
+    def __init__(self) -> None:
+        self.slots: dict[str, StateSlot] = {}
+        #: step snapshots by the record's seq: [(key, JSON)]
+        self.steps: dict[int, list[tuple[str, str]]] = {}
+        #: per key, the value the run last read or published: (seq, JSON, version, model path)
+        self.bases: dict[str, tuple[int, str, int, str | None]] = {}
+        #: per key, the seq of the newest snapshot restored or written in this attempt
+        self.restored: dict[str, int] = {}
+        #: snapshots restored for keys the agent has not read in this attempt yet (a tool's body changed them)
+        self.latest: dict[str, str] = {}
 
     @classmethod
     def load(cls, snapshots: list[tuple]) -> RunState:
