@@ -187,7 +187,8 @@ def _find_model(path: str | None) -> type | None:
     from .identity import module_of
 
     module, _, qualname = path.rpartition(":")
-    for mod in (sys.modules.get(module), sys.modules.get("__main__")):
+    first = [sys.modules.get(module), sys.modules.get("__main__")]
+    for mod in [*first, *list(sys.modules.values())]:  # a script or test module imported under another name
         obj: Any = mod
         for part in qualname.split("."):
             obj = getattr(obj, part, None)

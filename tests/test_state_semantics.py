@@ -408,3 +408,107 @@ def test_a_state_model_changed_under_a_run_is_a_clear_error(store):
     with pytest.raises(suture.ConfigError, match=r"state 'w2' of run 'c1'.*does not validate as Renamed.*suture reset c1"):
         agent.run(run_id="c1")
     assert store.state_get("w2") is None
+
+
+def test_state_changed_only_by_tools_that_all_replay_is_still_published_and_merged(store):
+    """The agent never reads the state itself: on the resumed attempt every tool replays, so the
+    state exists only as the snapshots restored — and is published (merged on a conflict) from them."""
+    crash = {"on": True}
+
+    @suture.step(name="add")
+    def add(i: int) -> int:
+        t = suture.state(MergedTally, key="tools-only")
+        t.n += 1
+        return t.n
+
+    @suture.agent(name="tools-only", max_attempts=1)
+    def agent() -> int:
+        for i in range(3):
+            add(i)
+        if crash["on"]:
+            raise RuntimeError("crash")
+        return 0
+
+    with pytest.raises(suture.GiveUp):
+        agent.run(run_id="to")
+    store.state_put("tools-only", '{"n":10}', "someone-else")  # another run published meanwhile
+    crash["on"] = False
+    assert agent.run(run_id="to") == 0
+    assert store.list_attempts("to")[-1].stats["live"] == 0
+    assert json.loads(store.state_get("tools-only")) == {"n": 13}  # 10 + this run's 3, merged
+
+
+def test_a_kill_between_the_publish_and_the_runs_end_publishes_once(store, monkeypatch):
+    @suture.step(name="once")
+    def once() -> int:
+        suture.state(Tally, key="pub-once").n += 1
+        return 1
+
+    @suture.agent(name="pub-once", max_attempts=1)
+    def agent() -> int:
+        return once()
+
+    real = type(store).release_run
+    died = {"n": 0}
+
+    def dying(self, run_id, token, status, **kw):
+        if status == "succeeded" and not died["n"]:
+            died["n"] += 1
+            raise KeyboardInterrupt  # the process dies right after the publish committed
+        return real(self, run_id, token, status, **kw)
+
+    monkeypatch.setattr(type(store), "release_run", dying)
+    with pytest.raises(KeyboardInterrupt):
+        agent.run(run_id="po")
+    assert store.state_read("pub-once")[:2] == ('{"n":1}', 1)
+    assert agent.run(run_id="po") == 1
+    assert store.state_read("pub-once")[:2] == ('{"n":1}', 1)  # not published again, not applied twice
+
+
+def test_a_branch_failure_journaled_by_a_root_step_then_escaping_is_dropped(store):
+    """The failure of a task is followed by a record of the root frame while it still propagates
+    (the root awaits its own step before the task): it escapes later, so it must not replay."""
+    calls = Counter()
+    broken = {"on": True}
+
+    @suture.step(name="branch-step")
+    async def branch_step() -> int:
+        calls["branch"] += 1
+        if broken["on"]:
+            raise KeyError("boom")
+        return 1
+
+    @suture.step(name="root-step")
+    async def root_step() -> int:
+        calls["root"] += 1
+        await asyncio.sleep(0.01)
+        return 2
+
+    @suture.agent(name="mis-flush")
+    async def agent() -> int:
+        task = asyncio.create_task(branch_step())
+        value = await root_step()
+        return value + await task
+
+    with pytest.raises(suture.GiveUp):
+        asyncio.run(agent.run(run_id="mf"))
+    assert [e.source for e in store.list_entries("mf")] == ["live"]  # the root step only
+    broken["on"] = False
+    assert asyncio.run(agent.run(run_id="mf")) == 3
+    assert calls == Counter(branch=2, root=1)
+
+
+def test_state_mutated_by_mapped_threads_loses_nothing(store):
+    @suture.step(name="mapped")
+    def mapped(i: int) -> int:
+        w = suture.state(Wallet, key="mapped")
+        w.log.append(str(i))
+        return i
+
+    @suture.agent(name="mapped")
+    def agent() -> list[str]:
+        suture.map(mapped, range(20))
+        return sorted(suture.state(Wallet, key="mapped").log, key=int)
+
+    assert agent.run(run_id="mp") == [str(i) for i in range(20)]
+    assert sorted(json.loads(store.state_get("mapped"))["log"], key=int) == [str(i) for i in range(20)]
