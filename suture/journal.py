@@ -96,6 +96,8 @@ class Run:
         self.lock = threading.RLock()
         self.failures: list[Failure] = []
         self.stop_requested = False  # set by a SIGTERM handler: finish the step in flight, then stop
+        #: set when the run's lease was lost (taken over, or not renewable): the next record stops the attempt
+        self.lost: str | None = None
         #: an adapter may run live steps through its orchestrator: ``live_call(step, fn, args, kwargs)``
         self.live_call: Any = None
         #: an adapter may answer ``suture.ask`` itself: ``asker(question, schema, qid)``
@@ -267,6 +269,10 @@ class Run:
         ``base`` — ``(key, value, version, model)`` of a state's first read.
         """
         with self.lock:
+            if self.lost is not None:
+                from .errors import LeaseError
+
+                raise LeaseError(self.lost, run_id=self.run_id)
             seq = self.seq
             row = (row[0], row[1], row[2], seq, *row[4:])
             self.seq += 1

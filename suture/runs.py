@@ -30,7 +30,7 @@ from .calls import RunInfo
 from .errors import AttemptAborted, ConfigError, GiveUp, LeaseError, Preempted, StepFailed, Suspended, SutureError
 from .journal import Run
 from .manager import emit, has_impls
-from .store.base import CALL_KEYS, owner_id
+from .store.base import CALL_KEYS, LIVE_OWNERS, owner_id
 
 if TYPE_CHECKING:  # pragma: no cover
     from .failures import Action, Failure, Resources
@@ -56,22 +56,43 @@ def check_run_id(run_id: Any) -> str:
 
 
 class _Heartbeat(threading.Thread):
-    """Renews the run's lease while the process works on it."""
+    """Renews the run's lease while the process works on it.
 
-    def __init__(self, store: Any, run_id: str, owner: str, token: int, ttl: float) -> None:
+    A renewal refused (another attempt took the run over), or none that succeeded for a whole
+    lease period (the store unreachable: another worker may take the run over), marks the lease
+    lost: ``on_lost(message)`` stops the attempt at its next step boundary — it never runs on
+    unfenced."""
+
+    def __init__(self, store: Any, run_id: str, owner: str, token: int, ttl: float,
+                 on_lost: Callable[[str], None] | None = None) -> None:
         super().__init__(name=f"suture-lease-{run_id}", daemon=True)
         self.store, self.run_id, self.owner, self.token, self.ttl = store, run_id, owner, token, ttl
         self.stopped = threading.Event()
         self.lost = False
+        self.on_lost = on_lost
+
+    def _lose(self, message: str) -> None:
+        self.lost = True
+        if self.on_lost is not None:
+            self.on_lost(message)
 
     def run(self) -> None:
+        import time
+
+        last_ok = time.monotonic()
         while not self.stopped.wait(self.ttl / 3):
             try:
                 if not self.store.renew_lease(self.run_id, self.owner, self.token, self.ttl):
-                    self.lost = True
+                    self._lose(f"the lease of run {self.run_id!r} was taken over by another attempt: this attempt "
+                               f"stopped at a step boundary (the newer one continues from the journal)")
                     return
-            except SutureError:
-                continue  # a transient store error: the next beat tries again
+                last_ok = time.monotonic()
+            except SutureError as exc:  # a transient store error: the next beat tries again, within the lease
+                if time.monotonic() - last_ok >= self.ttl:
+                    self._lose(f"the lease of run {self.run_id!r} could not be renewed for {self.ttl:g}s ({exc}); "
+                               f"another worker may take the run over, so this attempt stopped at a step boundary. "
+                               f"Resume it once the store is reachable.")
+                    return
 
     def stop(self) -> None:
         self.stopped.set()
@@ -122,7 +143,11 @@ class RunHandle:
         adapter: str = "local",
         owner: str | None = None,
         token: int | None = None,
+        ordinal: int | None = None,
     ) -> None:
+        """``ordinal``: the attempt's number as the orchestrator counts restarts of this run (see
+        :meth:`suture.store.base.Store.acquire_run`); ``None`` where there is no such count."""
+        self.current: Run | None = None  # the attempt running in this process, if any
         self.agent_name = agent_name
         self.run_id = check_run_id(run_id)
         self.store = store
@@ -134,7 +159,7 @@ class RunHandle:
         if token is None:  # take the lease
             self.token, self.previous = store.acquire_run(
                 self.run_id, agent_name, self.owner, ttl=options.lease_ttl, entry=entry, labels=labels,
-                wait=options.wait,
+                wait=options.wait, ordinal=ordinal,
             )
             if self.previous is not None and self.previous.agent != agent_name:
                 store.release_run(self.run_id, self.token, self.previous.status)
@@ -142,7 +167,8 @@ class RunHandle:
                     f"run {self.run_id!r} belongs to agent {self.previous.agent!r}, not {agent_name!r}; "
                     f"choose another run id"
                 )
-            self.heartbeat = _Heartbeat(store, self.run_id, self.owner, self.token, options.lease_ttl)
+            self.heartbeat = _Heartbeat(store, self.run_id, self.owner, self.token, options.lease_ttl,
+                                        on_lost=self._lease_lost)
             self.heartbeat.start()
         else:  # a child attempt working under its parent's lease
             self.token = token
@@ -153,6 +179,9 @@ class RunHandle:
         #: the run's journal was written under suture 0.1's call keys (see suture.journal.legacy_key)
         self.legacy_keys = self.previous is not None and self.previous.call_keys < CALL_KEYS
 
+    def _lease_lost(self, message: str) -> None:
+        if self.current is not None:
+            self.current.lost = message
     @property
     def finished_result(self) -> tuple[bool, Any]:
         """(True, raw result) if this run already succeeded earlier."""
@@ -174,6 +203,7 @@ class RunHandle:
             policy=self.options.policy(), adapter=self.adapter, legacy=self.legacy_keys,
         )
         self.info.attempt = attempt
+        self.current = run
         return run
 
     def open_attempt(self, resources: Resources | None, pid: int | None = None) -> int:
@@ -255,6 +285,7 @@ class RunHandle:
     def finish(self, status: str, *, result: Any = None, serializer: Any = None, error: BaseException | None = None) -> None:
         if self.heartbeat is not None:
             self.heartbeat.stop()
+        LIVE_OWNERS.discard(self.owner)
         data = None
         sname = None
         if status == "succeeded" and serializer is not None:
@@ -305,6 +336,7 @@ class RunHandle:
     def release_lease_only(self) -> None:
         if self.heartbeat is not None:
             self.heartbeat.stop()
+        LIVE_OWNERS.discard(self.owner)
 
 
 def attempt_sync(run: Run, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:

@@ -46,11 +46,19 @@ Snapshot = tuple
 CachePut = tuple
 
 
+#: lease owners of attempts this process is running now (an owner of this pid not in here is dead)
+LIVE_OWNERS: set[str] = set()
+
+
 def owner_id() -> str:
-    """Identity of this process as a lease holder: ``host:pid``."""
+    """A new lease owner for one attempt of this process: ``host:pid:<random>``. Two threads (or two
+    handles) of one process are two owners, so they cannot both run one run id."""
+    import secrets
     import socket
 
-    return f"{socket.gethostname()}:{os.getpid()}"
+    owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    LIVE_OWNERS.add(owner)
+    return owner
 
 
 def holder_is_dead(owner: str | None) -> bool:
@@ -64,6 +72,8 @@ def holder_is_dead(owner: str | None) -> bool:
     if host != socket.gethostname() or not pid_text.isdigit():
         return False  # another machine: only the expiry time can tell
     pid = int(pid_text)
+    if pid == os.getpid():  # this process: live only while the attempt that owns it runs
+        return ":" in rest and owner not in LIVE_OWNERS
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -94,11 +104,17 @@ class Store(abc.ABC):
         entry: dict[str, Any] | None = None,
         labels: dict[str, Any] | None = None,
         wait: float = 0.0,
+        ordinal: int | None = None,
     ) -> tuple[int, RunRecord | None]:
         """Create or take over ``run_id`` for ``owner``; return (fencing token, previous record).
 
-        Raises :class:`LeaseError` naming the holder when a live attempt holds the lease (after
-        waiting up to ``wait`` seconds for it).
+        ``ordinal`` is the attempt's number as the orchestrator counts them (strictly increasing
+        across every restart of the run; ``None`` when there is no such count): a holder with a
+        lower ordinal loses the lease at once — the orchestrator started a newer attempt, so that
+        one is dead or must stop, and the new token fences it out. Otherwise (an equal, unknown
+        or incomparable ordinal) a live holder keeps the lease until it lapses on the store's
+        clock: :class:`LeaseError` naming the holder, after waiting up to ``wait`` seconds for it.
+        Attempts the previous holder left ``running`` are ended ``crashed``, with the reason.
         """
 
     @abc.abstractmethod
@@ -218,8 +234,10 @@ class Store(abc.ABC):
         (:class:`LeaseError`) while a live attempt holds the run. State published by the run stays."""
 
     @abc.abstractmethod
-    def gc(self) -> int:
-        """Delete large values no journal entry or cache entry refers to any more; return how many."""
+    def gc(self, grace: float | None = None) -> int:
+        """Delete large values no journal entry or cache entry refers to any more and none wrote or
+        referenced in the last ``grace`` seconds (default ``SUTURE_GC_GRACE``, 600): safe against
+        steps committing at the same time. Return how many."""
 
     # ---- state -------------------------------------------------------------------------------
     @abc.abstractmethod

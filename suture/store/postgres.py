@@ -73,11 +73,13 @@ MIGRATIONS: dict[int, str] = {
     3: """
     ALTER TABLE suture_runs ADD COLUMN IF NOT EXISTS call_keys INTEGER NOT NULL DEFAULT 1;
     """,
-    # a run's private state: per-step snapshots (version NULL) and the versions it read or published
+    # a run's private state: per-step snapshots (version NULL) and the versions it read or published;
+    # the ordinal of the attempt holding the lease
     4: """
     CREATE TABLE IF NOT EXISTS suture_snapshots (
         run_id TEXT NOT NULL, seq BIGINT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, version BIGINT,
         model TEXT, PRIMARY KEY (run_id, seq, key));
+    ALTER TABLE suture_runs ADD COLUMN IF NOT EXISTS lease_ordinal BIGINT;
     """,
 }
 
@@ -150,6 +152,9 @@ class PostgresStore(SqlStore):
         parts = urlsplit(self.dsn)
         host = parts.hostname or "localhost"
         return f"postgresql://{parts.username + '@' if parts.username else ''}{host}:{parts.port or 5432}{parts.path}"
+
+    def _store_now(self, conn: Any) -> float:
+        return float(conn.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp())").fetchone()[0])
 
     def _reconnect_after(self, exc: BaseException) -> bool:
         if not isinstance(exc, self._psycopg.OperationalError) or not self._conn.closed:

@@ -90,12 +90,20 @@ class SqlStore(SharedTables, Store):
 
     @contextmanager
     def _tx(self, doing: str) -> Iterator[Any]:
-        """One write transaction; rolled back on any error (nothing half-written)."""
+        """One write transaction; rolled back on any error (nothing half-written).
+
+        A connection found lost when the transaction begins (the server restarted, the backend was
+        terminated while idle) is re-established — bounded, see :meth:`_reconnect_after` — and the
+        transaction begun on the new one: nothing of it had run."""
         with self._lock:
-            try:
-                self._conn.execute(self.begin_write)
-            except self._driver_errors() as exc:
-                raise self._explain(exc, doing) from exc
+            for retry in (True, False):
+                try:
+                    self._conn.execute(self.begin_write)
+                    break
+                except self._driver_errors() as exc:
+                    if retry and self._reconnect_after(exc):
+                        continue
+                    raise self._explain(exc, doing) from exc
             try:
                 yield self._conn
                 self._conn.execute("COMMIT")
@@ -120,59 +128,84 @@ class SqlStore(SharedTables, Store):
         raise AssertionError("unreachable")  # pragma: no cover
 
     # ---- runs and leases ----------------------------------------------------------------------
-    def acquire_run(self, run_id, agent, owner, *, ttl, entry=None, labels=None, wait=0.0):
+    def _store_now(self, conn: Any) -> float:
+        """The store's clock (leases are measured on it, never on a client's)."""
+        return time.time()
+
+    def acquire_run(self, run_id, agent, owner, *, ttl, entry=None, labels=None, wait=0.0, ordinal=None):
         deadline = time.monotonic() + wait
         delay = 0.05
         while True:
             try:
-                return self._acquire_once(run_id, agent, owner, ttl, entry, labels)
+                return self._acquire_once(run_id, agent, owner, ttl, entry, labels, ordinal)
             except LeaseError:
                 if time.monotonic() >= deadline:
                     raise
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
-    def _acquire_once(self, run_id, agent, owner, ttl, entry, labels):
-        now = time.time()
-        with self._tx(f"starting run {run_id!r}"):
+    def _acquire_once(self, run_id, agent, owner, ttl, entry, labels, ordinal):
+        with self._tx(f"starting run {run_id!r}") as conn:
+            now = self._store_now(conn)
             rows = list(self._exec(
                 "SELECT run_id, agent, status, created_at, updated_at, attempts, entry, error, "
-                "lease_owner, labels, call_keys, lease_expires, lease_token FROM suture_runs WHERE run_id = ?",
+                "lease_owner, labels, call_keys, lease_expires, lease_token, lease_ordinal FROM suture_runs "
+                "WHERE run_id = ?",
                 (run_id,),
             ).fetchall())
             if not rows:
                 self._exec(
                     "INSERT INTO suture_runs (run_id, agent, status, created_at, updated_at, attempts, "
-                    "entry, labels, lease_owner, lease_token, lease_expires, call_keys) "
-                    "VALUES (?, ?, 'running', ?, ?, 0, ?, ?, ?, 1, ?, ?)",
-                    (run_id, agent, now, now, _dump(entry), _dump(labels or {}), owner, now + ttl, CALL_KEYS),
+                    "entry, labels, lease_owner, lease_token, lease_expires, call_keys, lease_ordinal) "
+                    "VALUES (?, ?, 'running', ?, ?, 0, ?, ?, ?, 1, ?, ?, ?)",
+                    (run_id, agent, now, now, _dump(entry), _dump(labels or {}), owner, now + ttl, CALL_KEYS,
+                     ordinal),
                 )
                 return 1, None
             row = rows[0]
             previous = _run_record(row[:11])
-            holder, expires, token = row[8], row[11], row[12]
-            if holder and holder != owner and (expires or 0) > now and not holder_is_dead(holder):
+            holder, expires, token, held = row[8], row[11], row[12], row[13]
+            alive = bool(holder) and holder != owner and (expires or 0) > now and not holder_is_dead(holder)
+            newer = alive and ordinal is not None and held is not None and ordinal > held
+            if alive and not newer:
                 raise LeaseError(
-                    f"run {run_id!r} is being executed by another live attempt ({holder}); its "
-                    f"lease expires in {expires - now:.0f}s. Wait for it to finish, pass wait= to "
-                    f"wait for the lease, or stop that process.",
+                    f"run {run_id!r} is being executed by another live attempt ({holder}"
+                    f"{f', ordinal {held}' if held is not None else ''}); its lease expires in {expires - now:.0f}s. "
+                    f"Wait for it to finish, pass wait= to wait for the lease, or stop that process.",
                     run_id=run_id,
                     holder=holder,
                 )
+            if holder != owner:  # what the previous holder left running did not end by itself
+                why = (f"taken over by a newer attempt (ordinal {ordinal}; this one had {held})" if newer
+                       else "its process died" if holder and holder_is_dead(holder)
+                       else "its lease lapsed" if holder else "it ended without recording its end")
+                self._crash_running(run_id, why, now)
             new_token = int(token or 0) + 1
             self._exec(
-                "UPDATE suture_runs SET lease_owner = ?, lease_token = ?, lease_expires = ?, "
+                "UPDATE suture_runs SET lease_owner = ?, lease_token = ?, lease_expires = ?, lease_ordinal = ?, "
                 "status = 'running', updated_at = ?, entry = COALESCE(?, entry), "
                 "labels = COALESCE(?, labels) WHERE run_id = ?",
-                (owner, new_token, now + ttl, now, _dump(entry), _dump(labels) if labels else None, run_id),
+                (owner, new_token, now + ttl, ordinal, now, _dump(entry), _dump(labels) if labels else None, run_id),
             )
             return new_token, previous
 
+    def _crash_running(self, run_id: str, why: str, now: float) -> None:
+        """End the attempts still marked ``running`` as ``crashed``, recording why (inside a transaction)."""
+        for (attempt,) in list(self._exec("SELECT attempt FROM suture_attempts WHERE run_id = ? AND status = 'running'",
+                                          (run_id,)).fetchall()):
+            failure = {"layer": "infrastructure", "kind": "crashed", "attempt": attempt,
+                       "message": f"attempt {attempt} of run {run_id!r} stopped without recording its end: {why}",
+                       "evidence": {"reason": why}}
+            self._exec("UPDATE suture_attempts SET status = 'crashed', ended_at = ?, failure = ? "
+                       "WHERE run_id = ? AND attempt = ?", (now, _dump(failure), run_id, attempt))
+            self._exec("INSERT INTO suture_events (run_id, attempt, ts, kind, data) VALUES (?, ?, ?, 'crashed', ?)",
+                       (run_id, attempt, now, _dump({"reason": why})))
+
     def reset_run(self, run_id):
-        with self._tx(f"resetting run {run_id!r}"):
+        with self._tx(f"resetting run {run_id!r}") as conn:
             rows = list(self._exec("SELECT lease_owner, lease_expires FROM suture_runs WHERE run_id = ?",
                                    (run_id,)).fetchall())
-            if rows and rows[0][0] and (rows[0][1] or 0) > time.time() and not holder_is_dead(rows[0][0]):
+            if rows and rows[0][0] and (rows[0][1] or 0) > self._store_now(conn) and not holder_is_dead(rows[0][0]):
                 raise LeaseError(f"run {run_id!r} is being executed by a live attempt ({rows[0][0]}): stop it "
                                  f"before resetting the run", run_id=run_id, holder=rows[0][0])
             deleted = self._exec("DELETE FROM suture_journal WHERE run_id = ?", (run_id,)).rowcount
@@ -181,11 +214,11 @@ class SqlStore(SharedTables, Store):
             return deleted
 
     def renew_lease(self, run_id, owner, token, ttl):
-        with self._tx("renewing a lease") as _:
+        with self._tx("renewing a lease") as conn:
             cur = self._exec(
                 "UPDATE suture_runs SET lease_expires = ? WHERE run_id = ? AND lease_token = ? "
                 "AND lease_owner = ?",
-                (time.time() + ttl, run_id, token, owner),
+                (self._store_now(conn) + ttl, run_id, token, owner),
             )
             return cur.rowcount == 1
 
@@ -203,11 +236,29 @@ class SqlStore(SharedTables, Store):
         "r.lease_owner, r.labels, r.call_keys"
     )
 
+    def _now_read(self) -> float:
+        for retry in (True, False):
+            with self._lock:
+                try:
+                    return self._store_now(self._conn)
+                except self._driver_errors() as exc:
+                    if retry and self._reconnect_after(exc):
+                        continue
+                    raise self._explain(exc, "reading the store's clock") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _lapsed(owner: Any, expires: Any, now: float) -> bool:
+        """A ``running`` record whose holder is gone: shown ``crashed`` (nothing will end it)."""
+        return not owner or (expires or 0) <= now or holder_is_dead(owner)
+
     def get_run(self, run_id):
-        rows = self._read(f"SELECT {self._RUN_COLS} FROM suture_runs r WHERE r.run_id = ?", (run_id,))
+        rows = self._read(f"SELECT {self._RUN_COLS}, r.lease_expires FROM suture_runs r WHERE r.run_id = ?", (run_id,))
         if not rows:
             return None
-        rec = _run_record(rows[0])
+        rec = _run_record(rows[0][:11])
+        if rec.status == "running" and self._lapsed(rows[0][8], rows[0][11], self._now_read()):
+            rec.status = "crashed"
         rec.steps = self._read("SELECT COUNT(*) FROM suture_journal WHERE run_id = ?", (run_id,))[0][0]
         return rec
 
@@ -221,18 +272,24 @@ class SqlStore(SharedTables, Store):
         return self._bout(rows[0][0]), rows[0][1]
 
     def list_runs(self, limit=50, status=None):
-        where = "WHERE r.status = ?" if status else ""
-        params: tuple = (status, limit) if status else (limit,)
+        # a crashed run may still read "running" (nothing ended it): both are fetched and told apart here
+        where = "WHERE r.status IN ('running', 'crashed')" if status in ("running", "crashed") else \
+            "WHERE r.status = ?" if status else ""
+        params: tuple = (status, limit) if status and "?" in where else (limit,)
         rows = self._read(
-            f"SELECT {self._RUN_COLS}, (SELECT COUNT(*) FROM suture_journal j WHERE j.run_id = r.run_id) "
-            f"FROM suture_runs r {where} ORDER BY r.updated_at DESC LIMIT ?",
+            f"SELECT {self._RUN_COLS}, (SELECT COUNT(*) FROM suture_journal j WHERE j.run_id = r.run_id), "
+            f"r.lease_expires FROM suture_runs r {where} ORDER BY r.updated_at DESC LIMIT ?",
             params,
         )
+        now = self._now_read()
         out = []
         for row in rows:
             rec = _run_record(row[:11])
             rec.steps = row[11]
-            out.append(rec)
+            if rec.status == "running" and self._lapsed(row[8], row[12], now):
+                rec.status = "crashed"
+            if status is None or rec.status == status:
+                out.append(rec)
         return out
 
     # ---- attempts and events ------------------------------------------------------------------
@@ -265,18 +322,24 @@ class SqlStore(SharedTables, Store):
 
     def list_attempts(self, run_id):
         rows = self._read(
-            "SELECT run_id, attempt, started_at, ended_at, status, resources, stats, failure, action, pid "
-            "FROM suture_attempts WHERE run_id = ? ORDER BY attempt",
+            "SELECT a.run_id, a.attempt, a.started_at, a.ended_at, a.status, a.resources, a.stats, a.failure, a.action, "
+            "a.pid, r.lease_owner, r.lease_expires FROM suture_attempts a LEFT JOIN suture_runs r ON r.run_id = a.run_id "
+            "WHERE a.run_id = ? ORDER BY a.attempt",
             (run_id,),
         )
-        return [
-            AttemptRow(
-                run_id=r[0], attempt=r[1], started_at=r[2], ended_at=r[3], status=r[4],
+        now = self._now_read() if any(r[4] == "running" for r in rows) else 0.0
+        last = rows[-1][1] if rows else None
+        out = []
+        for r in rows:
+            status = r[4]
+            if status == "running" and (r[1] != last or self._lapsed(r[10], r[11], now)):
+                status = "crashed"  # an earlier attempt never ended, or its holder is gone
+            out.append(AttemptRow(
+                run_id=r[0], attempt=r[1], started_at=r[2], ended_at=r[3], status=status,
                 resources=_load(r[5]) or {}, stats=_load(r[6]) or {}, failure=_load(r[7]),
                 action=_load(r[8]), pid=r[9],
-            )
-            for r in rows
-        ]
+            ))
+        return out
 
     def add_event(self, run_id, attempt, kind, data):
         with self._tx(f"recording a {kind} event"):
@@ -395,9 +458,12 @@ class SqlStore(SharedTables, Store):
         return None, digest
 
     def _blob_put(self, conn: Any, blob: tuple) -> None:
+        # a blob that exists is touched, not skipped: the update locks its row until this commit, and
+        # the fresh time keeps `gc` (which spares blobs referenced in its grace period) off it
         digest, data, size = blob
         conn.execute(self._q("INSERT INTO suture_blobs (digest, data, size, created_at) VALUES (?, ?, ?, ?) "
-                             "ON CONFLICT (digest) DO NOTHING"), (digest, data, size, time.time()))
+                             "ON CONFLICT (digest) DO UPDATE SET created_at = excluded.created_at"),
+                     (digest, data, size, time.time()))
 
     def _holds(self, conn: Any, run_id: str, token: int) -> bool:
         row = conn.execute(self._q("SELECT lease_token FROM suture_runs WHERE run_id = ?"), (run_id,)).fetchone()

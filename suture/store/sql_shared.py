@@ -7,6 +7,7 @@ A mixin of :class:`suture.store.sql.SqlStore`: it uses the store's transaction a
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -106,12 +107,17 @@ class SharedTables:
         rows = self._read("SELECT step, hits, misses, saved_seconds FROM suture_cache_stats ORDER BY step")
         return {r[0]: {"hits": r[1], "misses": r[2], "saved_seconds": r[3]} for r in rows}
 
-    def gc(self):
+    def gc(self, grace: float | None = None):
+        # A blob written or referenced in the last `grace` seconds is never deleted: a step committing
+        # a reference to it right now (its snapshot unseen by this delete) touched it first, and the
+        # touch holds the row locked until that commit, after which this delete re-reads it as fresh.
+        if grace is None:
+            grace = float(os.environ.get("SUTURE_GC_GRACE", "600"))
         with self._tx("collecting unreferenced blobs"):
             return self._exec(
-                "DELETE FROM suture_blobs WHERE digest NOT IN "
+                "DELETE FROM suture_blobs WHERE created_at < ? AND digest NOT IN "
                 "(SELECT blob FROM suture_journal WHERE blob IS NOT NULL) AND digest NOT IN "
-                "(SELECT blob FROM suture_cache WHERE blob IS NOT NULL)"
+                "(SELECT blob FROM suture_cache WHERE blob IS NOT NULL)", (time.time() - grace,)
             ).rowcount
 
     # ---- state ------------------------------------------------------------------------------------

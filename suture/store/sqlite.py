@@ -68,11 +68,13 @@ MIGRATIONS: dict[int, str] = {
     3: """
     ALTER TABLE suture_runs ADD COLUMN call_keys INTEGER NOT NULL DEFAULT 1;
     """,
-    # a run's private state: per-step snapshots (version NULL) and the versions it read or published
+    # a run's private state: per-step snapshots (version NULL) and the versions it read or published;
+    # the ordinal of the attempt holding the lease
     4: """
     CREATE TABLE IF NOT EXISTS suture_snapshots (
         run_id TEXT NOT NULL, seq INTEGER NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, version INTEGER,
         model TEXT, PRIMARY KEY (run_id, seq, key));
+    ALTER TABLE suture_runs ADD COLUMN lease_ordinal INTEGER;
     """,
 }
 
@@ -142,6 +144,8 @@ class SQLiteStore(SqlStore):
 
     def _migrate(self, fresh: bool) -> None:
         with self._tx("creating or migrating the schema") as conn:
+            # read again under the write lock: another process may have created the store meanwhile
+            fresh = not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'suture_meta'").fetchall()
             version = stored_version(conn, not fresh, str(self.path))
             if version != SCHEMA_VERSION:
                 apply_migrations(conn, MIGRATIONS, version, "?")
