@@ -12,10 +12,20 @@ import sys
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
-console = Console()
+from .cli_text import (
+    RUN_STATUSES,
+    STATUS_STYLES,
+    cell,
+    command,
+    error,
+    make_console,
+    say,
+)
+
+#: prints user and error text literally (see suture.cli_text)
+console = make_console()
 
 
 def _store(ctx: click.Context) -> Any:
@@ -53,7 +63,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except SutureError as exc:
-            console.print(f"[red]error:[/red] {exc}", highlight=False)
+            error(console, exc)
             sys.exit(getattr(exc, "exit_code", 1) if type(exc).__name__ in ("Suspended", "Preempted") else 1)
 
 
@@ -69,8 +79,9 @@ def cli(ctx: click.Context, store: str | None) -> None:
 
 
 @cli.command()
-@click.option("--limit", default=50, show_default=True, help="How many runs, newest first.")
-@click.option("--status", default=None, help="Only runs with this status (running, succeeded, failed, suspended).")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1),
+              help="How many runs, newest first (a positive integer).")
+@click.option("--status", default=None, type=click.Choice(RUN_STATUSES), help="Only runs with this status.")
 @click.option("--waiting", is_flag=True, help="Only runs waiting for a human answer, with their questions.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
@@ -86,10 +97,10 @@ def runs(ctx: click.Context, limit: int, status: str | None, waiting: bool, as_j
         for col in ("run", "question id", "question", "asked"):
             table.add_column(col)
         for q in qs:
-            table.add_row(q.run_id, q.qid, q.question, _when(q.created_at))
+            table.add_row(cell(q.run_id), cell(q.qid), cell(q.question), cell(_when(q.created_at)))
         console.print(table)
         if qs:
-            console.print(f"answer with: suture answer {qs[0].run_id} --json '...'")
+            say(console, "answer with: ", command("answer", qs[0].run_id, "--json"), " '...'")
         return
     rows = store.list_runs(limit=limit, status=status)
     if as_json:
@@ -98,17 +109,17 @@ def runs(ctx: click.Context, limit: int, status: str | None, waiting: bool, as_j
     table = Table(title=f"suture runs ({store.url})")
     for col in ("run", "agent", "status", "attempts", "steps", "updated"):
         table.add_column(col, overflow="fold")
-    colors = {"succeeded": "green", "failed": "red", "running": "yellow", "suspended": "magenta"}
     for r in rows:
-        table.add_row(r.run_id, r.agent, f"[{colors.get(r.status, 'white')}]{r.status}[/]", str(r.attempts),
-                      str(r.steps), _when(r.updated_at))
+        table.add_row(cell(r.run_id), cell(r.agent), cell(r.status, STATUS_STYLES.get(r.status, "")),
+                      cell(r.attempts), cell(r.steps), cell(_when(r.updated_at)))
     console.print(table)
 
 
 @cli.command()
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.option("--limit", default=200, show_default=True, help="Journal entries to show (0 = all).")
+@click.option("--limit", default=200, show_default=True, type=click.IntRange(min=0),
+              help="Journal entries to show (0 = all).")
 @click.pass_context
 def show(ctx: click.Context, run_id: str, as_json: bool, limit: int) -> None:
     """A run's timeline: attempts (resources, failures, decisions) and each step live / cached / replayed."""
@@ -125,12 +136,12 @@ def show(ctx: click.Context, run_id: str, as_json: bool, limit: int) -> None:
         _emit_json({"run": rec.model_dump(), "report": report.model_dump(),
                     "entries": [e.model_dump() for e in entries], "events": events})
         return
-    console.print(f"[bold]run {run_id}[/bold]  agent {rec.agent}  status [bold]{rec.status}[/bold]  "
-                  f"attempts {rec.attempts}")
+    say(console, (f"run {run_id}", "bold"), f"  agent {rec.agent}  status ", (rec.status, "bold"),
+        f"  attempts {rec.attempts}")
     if rec.error:
-        console.print(f"[red]{rec.error}[/red]", highlight=False)
-    console.print(f"calls: {report.live} live, {report.cached} from cache, {report.replayed} replayed "
-                  f"→ {report.replayed + report.cached} saved ({report.saved_seconds:.2f}s of work)")
+        say(console, (rec.error, "red"))
+    say(console, f"calls: {report.live} live, {report.cached} from cache, {report.replayed} replayed "
+                 f"→ {report.replayed + report.cached} saved ({report.saved_seconds:.2f}s of work)")
     at = Table(title="attempts")
     for col in ("#", "status", "resources", "live", "replayed", "cached", "failure", "decision"):
         at.add_column(col, overflow="fold")
@@ -140,12 +151,12 @@ def show(ctx: click.Context, run_id: str, as_json: bool, limit: int) -> None:
         f = a.failure or {}
         s = a.stats or {}
         act = a.action or {}
-        at.add_row(
-            str(a.attempt), a.status, Resources(**a.resources).describe() if a.resources else "no limits",
-            str(s.get("live", "")), str(s.get("replayed", "")), str(s.get("cached", "")),
+        at.add_row(*map(cell, (
+            a.attempt, a.status, Resources(**a.resources).describe() if a.resources else "no limits",
+            s.get("live", ""), s.get("replayed", ""), s.get("cached", ""),
             f"{f.get('layer')}/{f.get('kind')}: {f.get('message', '')}" if f else "",
             f"{act.get('kind', '')} {act.get('reason', '')}".strip(),
-        )
+        )))
     console.print(at)
     # which attempt replayed an entry: every attempt after the one that ran it
     last_attempt = rec.attempts
@@ -157,14 +168,13 @@ def show(ctx: click.Context, run_id: str, as_json: bool, limit: int) -> None:
         how = {"live": "live", "cache": "cached", "human": "answered"}.get(e.source, e.source)
         later = f" → replayed in {e.attempt + 1}..{last_attempt}" if e.attempt < last_attempt else ""
         status = "failed, handled by the agent" if e.source == "failed" else "ok"
-        jt.add_row(str(e.seq), e.name, e.path or "", e.idx, how + later, str(e.attempt), _dur(e.duration), status)
+        jt.add_row(*map(cell, (e.seq, e.name, e.path, e.idx, how + later, e.attempt, _dur(e.duration), status)))
     console.print(jt)
     if len(entries) > len(shown):
-        console.print(f"... {len(entries) - len(shown)} more (use --limit 0)")
+        say(console, f"... {len(entries) - len(shown)} more (use --limit 0)")
     rare = [ev for ev in events if ev["kind"] in ("divergence", "escalation", "suspend")]
     for ev in rare:
-        console.print(f"[yellow]attempt {ev['attempt']}: {ev['kind']}[/yellow] {json.dumps(ev['data'])[:300]}",
-                      highlight=False)
+        say(console, (f"attempt {ev['attempt']}: {ev['kind']}", "yellow"), " ", json.dumps(ev["data"])[:300])
 
 
 @cli.group()
@@ -174,7 +184,8 @@ def cache() -> None:
 
 @cache.command("ls")
 @click.option("--step", default=None, help="Only entries of this step.")
-@click.option("--limit", default=200, show_default=True)
+@click.option("--limit", default=200, show_default=True, type=click.IntRange(min=1),
+              help="How many entries, newest first (a positive integer).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def cache_ls(ctx: click.Context, step: str | None, limit: int, as_json: bool) -> None:
@@ -189,14 +200,14 @@ def cache_ls(ctx: click.Context, step: str | None, limit: int, as_json: bool) ->
     for col in ("step", "version", "key", "hits", "size", "created", "expires"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        table.add_row(r.step, r.version or "", r.key[:16], str(r.hits), f"{r.size} B", _when(r.created_at),
-                      _when(r.expires_at) or "never")
+        table.add_row(*map(cell, (r.step, r.version, r.key[:16], r.hits, f"{r.size} B", _when(r.created_at),
+                                  _when(r.expires_at) or "never")))
     console.print(table)
     st = Table(title="per step")
     for col in ("step", "hits", "misses", "saved"):
         st.add_column(col)
     for name, s in stats.items():
-        st.add_row(name, str(s["hits"]), str(s["misses"]), _dur(s["saved_seconds"]))
+        st.add_row(*map(cell, (name, s["hits"], s["misses"], _dur(s["saved_seconds"]))))
     console.print(st)
 
 
@@ -211,7 +222,7 @@ def cache_clear(ctx: click.Context, step: str | None, expired: bool, as_json: bo
     if as_json:
         _emit_json({"deleted": n})
     else:
-        console.print(f"deleted {n} cache entr{'y' if n == 1 else 'ies'}")
+        say(console, f"deleted {n} cache entr{'y' if n == 1 else 'ies'}")
 
 
 @cli.command()
@@ -223,7 +234,7 @@ def gc(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         _emit_json({"deleted_blobs": n})
     else:
-        console.print(f"deleted {n} unreferenced blob{'' if n == 1 else 's'}")
+        say(console, f"deleted {n} unreferenced blob{'' if n == 1 else 's'}")
 
 
 @cli.command()
@@ -243,7 +254,7 @@ def reset(ctx: click.Context, run_id: str, yes: bool) -> None:
     if not yes:
         click.confirm(f"forget run {run_id} ({rec.status}, {rec.steps} journal entries)?", abort=True)
     n = store.reset_run(run_id)
-    console.print(f"run {run_id} reset: {n} journal entries deleted; running it again starts it fresh")
+    say(console, f"run {run_id} reset: {n} journal entries deleted; running it again starts it fresh")
 
 
 @cli.command()
@@ -260,7 +271,8 @@ def plugins(as_json: bool) -> None:
     for col in ("name", "from", "hooks"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        table.add_row(r["name"], r["origin"], ", ".join(h.removeprefix("suture_") for h in r["hooks"]))
+        hooks = ", ".join(h.removeprefix("suture_") for h in r["hooks"])
+        table.add_row(cell(r["name"]), cell(r["origin"]), cell(hooks))
     console.print(table)
 
 
@@ -281,8 +293,8 @@ def answer(ctx: click.Context, run_id: str, answer_json: str, qid: str | None) -
         raise click.ClickException(f"run {run_id!r} has no pending question{f' {qid!r}' if qid else ''} "
                                    f"(see `suture runs --waiting`)")
     if len(pending) > 1:
-        raise click.ClickException("several questions are pending: choose one with --question "
-                                   + ", ".join(q.qid for q in pending))
+        raise click.ClickException("several questions are pending; answer one with " + " or ".join(
+            f"{command('answer', run_id, '--question', q.qid, '--json')} '...'" for q in pending))
     q = pending[0]
     try:
         value = json.loads(answer_json)
@@ -294,7 +306,7 @@ def answer(ctx: click.Context, run_id: str, answer_json: str, qid: str | None) -
     except ValueError as exc:
         raise click.ClickException(f"answer rejected, the question stays pending: {exc}") from None
     store.question_answer(run_id, q.qid, value)
-    console.print(f"answered {q.qid!r} of run {run_id}; resume it with: suture resume {run_id}")
+    say(console, f"answered {q.qid!r} of run {run_id}; resume it with: ", command("resume", run_id))
 
 
 def main() -> None:
