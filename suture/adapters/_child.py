@@ -23,7 +23,28 @@ def _write(path: str, outcome: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def watch_parent() -> None:
+    """Die with the parent: ``SUTURE_PARENT_FD`` is the read end of a pipe only the parent writes to;
+    it reads EOF the moment the parent dies (by any means), and then this process group is killed —
+    no orphan keeps running steps under a lease nobody renews."""
+    fd = os.environ.get("SUTURE_PARENT_FD")
+    if not fd:
+        return
+    import threading
+
+    def wait() -> None:
+        try:
+            while os.read(int(fd), 1):
+                pass
+        except OSError:
+            pass
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+
+    threading.Thread(target=wait, name="suture-parent-watch", daemon=True).start()
+
+
 def main() -> int:
+    watch_parent()
     from suture.adapters.local import load_agent
     from suture.runs import RunHandle, attempt_sync
     from suture.config import get_store

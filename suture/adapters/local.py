@@ -144,18 +144,38 @@ class _Child:
         self.timed_out = False
         self.killed_at: float | None = None
         self.stderr_tail = b""
-        self.proc = subprocess.Popen(
-            cmd, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-            preexec_fn=self._limits if limit else None,
-        )
+        # The child dies with this process: it watches a pipe whose write end only this process
+        # holds (closed by the kernel however the parent dies); a parent-death signal is a backstop,
+        # only from the main thread (PR_SET_PDEATHSIG fires when the spawning *thread* exits).
+        self._pdeathsig = threading.current_thread() is threading.main_thread()
+        watch, self._lifeline = os.pipe()
+        env = dict(env, SUTURE_PARENT_FD=str(watch))
+        try:
+            self.proc = subprocess.Popen(
+                cmd, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+                preexec_fn=self._before_exec, pass_fds=(watch,),
+            )
+        except BaseException:
+            os.close(self._lifeline)
+            raise
+        finally:
+            os.close(watch)
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._reader.start()
 
-    def _limits(self) -> None:  # runs in the child before exec
-        import resource
+    def _before_exec(self) -> None:  # runs in the child before exec
+        if self._pdeathsig:
+            try:
+                import ctypes
 
-        backstop = int(self.limit * RLIMIT_FACTOR)  # type: ignore[operator]
-        resource.setrlimit(resource.RLIMIT_DATA, (backstop, backstop))
+                ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+            except (OSError, AttributeError):
+                pass
+        if self.limit:
+            import resource
+
+            backstop = int(self.limit * RLIMIT_FACTOR)
+            resource.setrlimit(resource.RLIMIT_DATA, (backstop, backstop))
 
     def _read_stderr(self) -> None:
         assert self.proc.stderr is not None
@@ -191,6 +211,10 @@ class _Child:
     def _finish(self, code: int) -> int:
         self._reader.join(timeout=2)
         self.signal(signal.SIGKILL)  # anything the child left behind in its session
+        try:
+            os.close(self._lifeline)
+        except OSError:
+            pass
         return code
 
     def evidence(self, code: int) -> Any:
@@ -302,7 +326,8 @@ def run_isolated(agent: Any, args: tuple, kwargs: dict, run_id: str) -> Any:
                 h.finish("failed", error=err)
                 raise err
             if preemption.requested:
-                h.store.end_attempt(h.run_id, attempt, "preempted", {}, None, None)
+                if outcome is None:  # the child recorded its own end (with its stats) when it could
+                    h.store.end_attempt(h.run_id, attempt, "preempted", {}, None, None)
                 err = Preempted(f"run {h.run_id!r} was stopped by SIGTERM after its step in flight was saved; "
                                 f"run it again (suture resume {h.run_id}) to continue")
                 h.finish("interrupted", error=err)
@@ -311,6 +336,15 @@ def run_isolated(agent: Any, args: tuple, kwargs: dict, run_id: str) -> Any:
             if status == "failed":
                 failure = Failure.model_validate(outcome["failure"])
                 action = Action.model_validate(outcome["action"])
+            elif status == "preempted":  # the child alone was asked to stop, saved its step and ended itself
+                failure = Failure(layer="preemption", kind="sigterm", run_id=h.run_id, attempt=attempt,
+                                  resources=resources,
+                                  message=f"attempt {attempt} was stopped by SIGTERM after saving its step in flight")
+                policy = agent.options.policy()
+                action = attempt_action(choose_action(failure, h.history(), policy), policy, can_escalate=True)
+                h.store.add_event(h.run_id, attempt, "failure", failure.model_dump(mode="json"))
+                h.store.add_event(h.run_id, attempt, "decision", {"failure": "preemption/sigterm",
+                                                                  **action.model_dump(mode="json")})
             else:  # the child died: classify what we saw from outside
                 context = FailureContext(run_id=h.run_id, attempt=attempt, resources=resources, in_process=False)
                 failure = classify(evidence=child.evidence(code), context=context)
