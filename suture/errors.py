@@ -8,6 +8,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from .failures import Failure
 
 
+def command(*words: str) -> str:
+    """A command line to suggest in a message, each word quoted for a POSIX shell (a run id such as
+    ``we/ird;id $(x)`` pasted from a message never runs anything)."""
+    import shlex
+
+    return " ".join(shlex.quote(str(w)) for w in words)
+
+
 class SutureError(Exception):
     """Base class of all suture errors."""
 

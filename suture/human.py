@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .errors import SutureError, Suspended
+from .errors import SutureError, Suspended, command
 from .fingerprint import digest
 from .models import Question
 
@@ -189,8 +189,8 @@ def _answer_from_store(run: Any, question: str, schema: Any, qid: str) -> Any:
     hook().suture_suspend(run=run.info, question=q)
     raise Suspended(
         f"run {run.run_id!r} is waiting for a person to answer {question!r}. Answer with "
-        f"`suture answer {run.run_id} --json '...'` (see `suture runs --waiting`), then resume it "
-        f"(`suture resume {run.run_id}` or call the agent's .run(..., run_id={run.run_id!r})).",
+        f"`{command('suture', 'answer', run.run_id)} --json '...'` (see `suture runs --waiting`), then resume it "
+        f"(`{command('suture', 'resume', run.run_id)}` or call the agent's .run(..., run_id={run.run_id!r})).",
         run_id=run.run_id,
         question_id=qid,
     )

@@ -23,7 +23,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .calls import AttemptStats, CallInfo, RunInfo
-from .errors import DivergenceError, StepFailed, StopAttempt
+from .errors import DivergenceError, StepFailed, StopAttempt, command
 from .identity import qualname_of
 from .manager import gate
 from .state import RunState
@@ -184,7 +184,7 @@ class Run:
                     f"{step.name!r} (its module is named differently: a moved file, or a script run from "
                     f"another directory). Nothing was run. Keep the recorded name with "
                     f"@suture.step(name={other!r}) — names are module:qualname by default — or start the run "
-                    f"over with `suture reset {self.run_id}`.",
+                    f"over with `{command('suture', 'reset', self.run_id)}`.",
                     step=step.name, key=f"{frame.path}:{step.name}:{idx}", recorded=other, current=step.name,
                 )
 
@@ -198,7 +198,7 @@ class Run:
                 f"step {step.name!r} (call {frame.path or '<root>'}#{idx}) has another input fingerprint under "
                 f"this version's rule (arguments are now bound to the signature, defaults applied; recorded "
                 f"{rec[1]}, now {fp}). Nothing was run. Finish the run with the suture version that started it, "
-                f"or start it over: `suture reset {self.run_id}` (its completed steps will run again).",
+                f"or start it over: `{command('suture', 'reset', self.run_id)}` (its completed steps will run again).",
                 step=step.name, key=f"{frame.path}:{step.name}:{idx}", recorded=rec[1], current=fp,
             )
         return rec

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from . import context
 from . import serialization as ser
 from .calls import RunInfo
-from .errors import AttemptAborted, ConfigError, GiveUp, LeaseError, Preempted, StepFailed, Suspended, SutureError
+from .errors import AttemptAborted, ConfigError, command, GiveUp, LeaseError, Preempted, StepFailed, Suspended, SutureError
 from .journal import Run
 from .manager import emit, has_impls
 from .store.base import CALL_KEYS, LIVE_OWNERS, owner_id
@@ -308,7 +308,7 @@ class RunHandle:
         err = GiveUp(
             f"run {self.run_id!r} of agent {self.agent_name!r} gave up after {len(history)} failed attempt(s): "
             f"[{failure.layer}/{failure.kind}] {failure.message}. {action.reason} "
-            f"See `suture show {self.run_id}`; running the same run id again replays the journal.",
+            f"See `{command('suture', 'show', self.run_id)}`; running the same run id again replays the journal.",
             failure=failure, dossier=dossier,
         )
         self.finish("failed", error=err)

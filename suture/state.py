@@ -23,7 +23,7 @@ import typing
 from typing import Any
 
 from .context import frame_var
-from .errors import StateConflictError
+from .errors import StateConflictError, command
 from .fingerprint import digest
 
 M = typing.TypeVar("M")
@@ -116,7 +116,7 @@ def load(model: type, text: str, key: str, run_id: str) -> Any:
             f"state {key!r} of run {run_id!r}: a value this run journaled does not validate as "
             f"{model.__name__} any more (the model changed since the run began): {' '.join(str(exc).split())}. "
             f"Nothing was "
-            f"changed. Finish the run with the model it began with, or start it over with `suture reset {run_id}`."
+            f"changed. Finish the run with the model it began with, or start it over with `{command('suture', 'reset', run_id)}`."
         ) from exc
 
 
@@ -313,7 +313,7 @@ def publish(run: Any) -> None:
         else:
             raise StateConflictError(
                 f"state {key!r} of run {run.run_id!r} kept conflicting: other runs published it {MERGE_ROUNDS} "
-                f"times while this run merged. Its journal is kept: `suture resume {run.run_id}` retries the publish.",
+                f"times while this run merged. Its journal is kept: `{command('suture', 'resume', run.run_id)}` retries the publish.",
                 key=key, run_id=run.run_id,
             )
 
@@ -331,7 +331,7 @@ def _merge(run: Any, key: str, model: type | None, base: str | None, ours: str, 
             f"{expected}, so publishing this run's value would lose that update. Nothing of this run's state was "
             f"written, and its journal is kept. Define how to combine them on {name} — "
             f"`@classmethod def merge(cls, base, ours, theirs) -> {name}` (base: the value this run read) — "
-            f"then `suture resume {run.run_id}`: its steps replay (none runs again) and only the publish is "
+            f"then `{command('suture', 'resume', run.run_id)}`: its steps replay (none runs again) and only the publish is "
             f"retried. Or give the runs different keys (suture.state({name}, key=...)).",
             key=key, run_id=run.run_id, other_run=other,
         )
@@ -342,7 +342,7 @@ def _merge(run: Any, key: str, model: type | None, base: str | None, ours: str, 
         raise StateConflictError(
             f"state {key!r}: {model.__qualname__}.merge(base, ours, theirs) raised {type(exc).__name__}: {exc} while "
             f"combining run {run.run_id!r}'s value with version {version} of run {other!r}. Nothing was written; "
-            f"fix merge() and `suture resume {run.run_id}`.", key=key, run_id=run.run_id, other_run=other,
+            f"fix merge() and `{command('suture', 'resume', run.run_id)}`.", key=key, run_id=run.run_id, other_run=other,
         ) from exc
     if not isinstance(result, model):
         try:

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, Preempted, SutureError, Suspended
+from ..errors import ConfigError, Preempted, SutureError, Suspended, command
 from ..manager import hookimpl
 
 POLL_SECONDS = 0.02
@@ -329,7 +329,7 @@ def run_isolated(agent: Any, args: tuple, kwargs: dict, run_id: str) -> Any:
                 if outcome is None:  # the child recorded its own end (with its stats) when it could
                     h.store.end_attempt(h.run_id, attempt, "preempted", {}, None, None)
                 err = Preempted(f"run {h.run_id!r} was stopped by SIGTERM after its step in flight was saved; "
-                                f"run it again (suture resume {h.run_id}) to continue")
+                                f"run it again ({command('suture', 'resume', h.run_id)}) to continue")
                 h.finish("interrupted", error=err)
                 raise err
 
@@ -345,6 +345,9 @@ def run_isolated(agent: Any, args: tuple, kwargs: dict, run_id: str) -> Any:
                 h.store.add_event(h.run_id, attempt, "failure", failure.model_dump(mode="json"))
                 h.store.add_event(h.run_id, attempt, "decision", {"failure": "preemption/sigterm",
                                                                   **action.model_dump(mode="json")})
+                own = next((a for a in h.store.list_attempts(h.run_id) if a.attempt == attempt), None)
+                h.store.end_attempt(h.run_id, attempt, "preempted", own.stats if own else {},  # its stats kept
+                                    failure.model_dump(mode="json"), action.model_dump(mode="json"))
             else:  # the child died: classify what we saw from outside
                 context = FailureContext(run_id=h.run_id, attempt=attempt, resources=resources, in_process=False)
                 failure = classify(evidence=child.evidence(code), context=context)

@@ -7,12 +7,14 @@ from typing import Any
 
 from ..manager import hookimpl
 
+from ..errors import command
+
 log = logging.getLogger("suture.human")
 
 
 @hookimpl(trylast=True)
 def suture_deliver_question(question: Any) -> None:
     log.warning(
-        "run %s asks: %s — answer with: suture answer %s --json '<answer>'",
-        question.run_id, question.question, question.run_id,
+        "run %s asks: %s — answer with: %s --json '<answer>'",
+        question.run_id, question.question, command("suture", "answer", question.run_id),
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ..errors import command
 from ..manager import hookimpl
 
 log = logging.getLogger("suture")
@@ -58,5 +59,5 @@ def suture_escalation(run: Any, previous: Any, resources: Any, failure: Any) -> 
 
 @hookimpl
 def suture_suspend(run: Any, question: Any) -> None:
-    log.warning("run %s suspended: waiting for an answer to %r (suture answer %s --json ...)",
-                run.run_id, question.question, run.run_id)
+    log.warning("run %s suspended: waiting for an answer to %r (%s --json ...)",
+                run.run_id, question.question, command("suture", "answer", run.run_id))

@@ -38,6 +38,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from suture.errors import command
 from suture.manager import hookimpl
 
 #: the status the scratch run is left with
@@ -449,7 +450,7 @@ def _message(run_id: str, scratch: str, problems: list[str], keep: bool) -> str:
     lines = [f"run {run_id!r} does not replay from its journal:"]
     lines += [f"  - {p}" for p in problems]
     if keep:
-        lines.append(f"The replay is kept as run {scratch!r}: see `suture show {scratch}`.")
+        lines.append(f"The replay is kept as run {scratch!r}: see `{command('suture', 'show', scratch)}`.")
     return "\n".join(lines)
 
 

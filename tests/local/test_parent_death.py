@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 
 import pytest
@@ -119,4 +118,4 @@ def test_a_child_stopped_alone_by_sigterm_is_rerun_and_keeps_its_own_record(tmp_
     first, second = store.list_attempts("p3")[:2]
     assert first.status == "preempted" and first.stats.get("live", 0) >= 10  # the child's own end, kept
     assert second.status == "succeeded"
-    threading  # noqa: B018
+
