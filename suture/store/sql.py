@@ -284,4 +284,33 @@ class SqlStore(RunTables, SharedTables, Store):
                 pass
 
 
+def _reconnecting(method: Any) -> Any:
+    """Run a whole-transaction store operation again, once, on a re-established connection when
+    the one it used was lost midway (a server restart, a terminated backend): the transaction had
+    rolled back, or — if the loss hit its COMMIT's reply — it landed and the rerun finds it done
+    (each operation listed in ``_RECONNECTING`` is safe to run twice)."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except StoreError as exc:
+            if exc.__cause__ is None or not self._reconnect_after(exc.__cause__):
+                raise
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+#: the one reconnect path: every write operation but the step commit (``write``, which tells a landed
+#: commit by its rows) goes through :func:`_reconnecting`; reads retry in ``_read``
+_RECONNECTING = (
+    "acquire_run", "renew_lease", "release_run", "reset_run", "start_attempt", "end_attempt", "add_event",
+    "drop_from", "drop_entries", "state_put", "state_publish", "cache_put", "cache_hit", "cache_clear", "gc",
+    "question_put", "question_answer",
+)
+for _name in _RECONNECTING:
+    setattr(SqlStore, _name, _reconnecting(getattr(SqlStore, _name)))
+
 __all__ = ["BLOB_THRESHOLD", "SqlStore", "apply_migrations", "stored_version"]

@@ -151,6 +151,8 @@ class SharedTables:
                                 "WHERE key = ? AND version = ?", (value, run_id, now, key, expected)).rowcount == 1
             rows = list(self._exec("SELECT value, version, run_id FROM suture_state WHERE key = ?", (key,)).fetchall())
             current = tuple(rows[0]) if rows else None
+            if not ok and current is not None and current[2] == run_id and current[0] == value:
+                ok = True  # this very publish landed before its connection was lost: it is done
             if ok and current is not None:
                 self._exec(self._INSERT_SNAPSHOT, (run_id, seq, key, value, current[1], model))
             return ok, current
