@@ -18,6 +18,7 @@ from typing import Any
 
 from .agent import agent
 from .errors import (
+    Cancelled,
     ConfigError,
     DivergenceError,
     FingerprintError,
@@ -72,7 +73,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "Action", "ConfigError", "DivergenceError", "Evidence", "Failure", "FingerprintError", "GiveUp",
+    "Action", "Cancelled", "ConfigError", "DivergenceError", "Evidence", "Failure", "FingerprintError", "GiveUp",
     "LeaseError", "NoRunContextError", "Preempted", "RecoveryPolicy", "Resources", "SchemaVersionError",
     "SerializationError", "StateConflictError", "StepFailed", "StoreCorruptedError", "StoreError", "StoreLockedError",
     "Suspended", "SutureError", "SutureWarning", "agent", "ask", "branch", "current", "history", "hookimpl", "map", "now",

@@ -16,10 +16,10 @@ from rich.console import Console
 from rich.text import Text
 
 #: every status a run can be listed with: what the library writes to a run (``running`` when it
-#: starts; ``succeeded``, ``failed``, ``suspended``, ``interrupted``, ``retrying`` when an attempt
+#: starts; ``succeeded``, ``failed``, ``suspended``, ``interrupted``, ``cancelled``, ``retrying`` when an attempt
 #: ends it; ``replay-check`` for a run kept by ``suture.testing``) and ``crashed`` (a run still
 #: marked running whose holder is gone)
-RUN_STATUSES = ("running", "succeeded", "failed", "suspended", "interrupted", "retrying", "crashed",
+RUN_STATUSES = ("running", "succeeded", "failed", "suspended", "interrupted", "cancelled", "retrying", "crashed",
                 "replay-check")
 
 STATUS_STYLES = {"succeeded": "green", "failed": "red", "crashed": "red", "running": "yellow",

@@ -117,6 +117,15 @@ class Suspended(SutureError):
         self.question_id = question_id
 
 
+class Cancelled(SutureError):
+    """The orchestrator cancelled the run (a Prefect cancel, a Flyte abort): it arrives as SIGTERM
+    too, but it is not a preemption. The attempt and the run end ``cancelled`` and nothing resumes
+    the run automatically (``suture resume RUN`` still can). Adapters raise it after checking the
+    orchestrator's state."""
+
+    exit_code = 130
+
+
 class Preempted(SutureError):
     """The attempt was asked to stop (SIGTERM) and stopped after saving; re-run to resume."""
 

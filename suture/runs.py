@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from . import context
 from . import serialization as ser
 from .calls import RunInfo
-from .errors import AttemptAborted, ConfigError, command, GiveUp, LeaseError, Preempted, StepFailed, Suspended, SutureError
+from .errors import AttemptAborted, Cancelled, ConfigError, command, GiveUp, LeaseError, Preempted, StepFailed, Suspended, SutureError
 from .journal import Run
 from .manager import emit, has_impls
 from .store.base import CALL_KEYS, LIVE_OWNERS, owner_id
@@ -116,7 +116,8 @@ class Budget:
 class Settlement:
     """How an attempt ended, once :meth:`RunHandle.settle` has recorded it.
 
-    ``kind`` is ``"suspended"``, ``"interrupted"`` (SIGTERM/Ctrl-C), ``"lost_lease"``,
+    ``kind`` is ``"suspended"``, ``"interrupted"`` (SIGTERM/Ctrl-C), ``"cancelled"`` (by the
+    orchestrator: :class:`suture.errors.Cancelled`), ``"lost_lease"``,
     ``"error"`` (suture's own error: no retry can fix it) — the run has been ended and ``error`` is
     to be raised — or the policy's decision ``"retry"``, ``"escalate"``, ``"give_up"`` (then
     ``failure`` and ``action`` are set and the caller decides, within its budget, what comes next).
@@ -262,6 +263,10 @@ class RunHandle:
             self.end_attempt(run, "suspended")
             self.finish("suspended", error=exc)
             return Settlement("suspended", exc)
+        if isinstance(exc, Cancelled):
+            self.end_attempt(run, "cancelled")
+            self.finish("cancelled", error=exc)
+            return Settlement("cancelled", exc)
         if isinstance(exc, (KeyboardInterrupt, Preempted)):
             self.end_attempt(run, "interrupted")
             self.finish("interrupted", error=exc)

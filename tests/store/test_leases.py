@@ -237,3 +237,22 @@ def test_blob_gc_never_deletes_a_blob_a_concurrent_step_commits_a_reference_to(a
     s.drop_from("g", t, 0)
     assert s.gc(grace=60) == 0  # referenced a moment ago: inside the grace period
     assert s.gc(grace=0) == 1
+
+
+def test_a_run_the_orchestrator_cancelled_ends_cancelled_and_is_not_retried(store):
+    ran = []
+
+    @suture.step(name="cancelled-step")
+    def step() -> int:
+        ran.append(1)
+        raise suture.Cancelled("the flow run was cancelled")
+
+    @suture.agent(name="cancelled", max_attempts=3)
+    def agent() -> int:
+        return step()
+
+    with pytest.raises(suture.Cancelled):
+        agent.run(run_id="c")
+    assert ran == [1]  # no retry
+    assert store.get_run("c").status == "cancelled"
+    assert [a.status for a in store.list_attempts("c")] == ["cancelled"]
