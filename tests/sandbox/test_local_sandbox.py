@@ -4,7 +4,6 @@ rlimits-only tier, what that tier enforces is asserted and what it cannot contai
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 from pathlib import Path
 
@@ -13,27 +12,7 @@ import pytest
 import suture
 from suture.sandbox import Execution
 
-BWRAP = shutil.which("bwrap") is not None
-ROOT_USER = os.getuid() == 0
-
-
-@pytest.fixture(params=["bwrap", "rlimits"])
-def tier(request):
-    if request.param == "bwrap" and not BWRAP:
-        pytest.fail("bubblewrap is not installed: .ci/run installs it (apt-get install bubblewrap)")
-    return request.param
-
-
-@pytest.fixture()
-def box(tier):
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        session = suture.sandbox.open("local", isolation=tier, timeout=5, memory="256Mi", max_output=100_000,
-                                      nproc=20)
-    yield session
-    session.close()
+from .conftest import ROOT_USER, still_works
 
 
 def not_contained_on_rlimits(tier, why):
@@ -41,15 +20,11 @@ def not_contained_on_rlimits(tier, why):
         pytest.skip(f"not contained on the rlimits-only tier: {why} (isolation reports 'rlimits-only')")
 
 
-def still_works(box: object, lost: bool | None = None) -> None:
-    ex = box.run("21 * 2")
-    assert ex.ok and ex.result == "42"
-
-
 def test_isolation_is_reported_honestly(box, tier):
     ex = box.run("1")
     if tier == "bwrap":
         assert ex.isolation.startswith("bwrap") and "net" in ex.isolation and "seccomp" in ex.isolation
+        assert "heap:128Mi" in ex.isolation and "tmpfs:/tmp=64Mi,/work=64Mi" in ex.isolation
     else:
         assert ex.isolation.startswith("rlimits-only") and "no filesystem or network isolation" in ex.isolation
 
@@ -63,6 +38,7 @@ def test_state_persists_and_code_errors_are_results(box):
     assert box.run("rows").result == "[3, 4]"
 
 
+@pytest.mark.hostile
 def test_infinite_loop_hits_the_deadline_and_state_survives(box):
     box.run("kept = 'yes'")
     ex = box.run("while True: pass", timeout=0.5)
@@ -70,6 +46,7 @@ def test_infinite_loop_hits_the_deadline_and_state_survives(box):
     assert box.run("kept").result == "'yes'"
 
 
+@pytest.mark.hostile
 def test_loop_that_ignores_the_deadline_gets_the_worker_replaced(box):
     box.run("kept = 1")
     ex = box.run("import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nwhile True: pass", timeout=0.5)
@@ -79,6 +56,7 @@ def test_loop_that_ignores_the_deadline_gets_the_worker_replaced(box):
     still_works(box)
 
 
+@pytest.mark.hostile
 def test_memory_bomb(box):
     ex = box.run("blocks = []\nwhile True: blocks.append(bytearray(50 * 1024 * 1024))")
     assert ex.error.name == "MemoryError"
@@ -86,12 +64,14 @@ def test_memory_bomb(box):
     still_works(box)
 
 
+@pytest.mark.hostile
 def test_hundred_megabytes_of_stdout(box):
     ex = box.run("for _ in range(100): print('x' * (1024 * 1024))")
     assert ex.error.name == "OutputLimitExceeded" and len(ex.stdout) <= 100_000
     still_works(box)
 
 
+@pytest.mark.hostile
 def test_fork_bomb(box, tier):
     if tier == "rlimits" and ROOT_USER:
         pytest.skip("not contained on the rlimits-only tier as root: root ignores RLIMIT_NPROC")
@@ -100,12 +80,14 @@ def test_fork_bomb(box, tier):
     still_works(box)
 
 
+@pytest.mark.hostile
 def test_secret_in_parent_environment_is_not_visible(box, monkeypatch):
     monkeypatch.setenv("SUTURE_TEST_SECRET", "hunter2")
     ex = box.run("import os; os.environ.get('SUTURE_TEST_SECRET', 'absent')")
     assert ex.result == "'absent'"
 
 
+@pytest.mark.hostile
 def test_reading_host_files_outside_the_sandbox(box, tier, store_url, tmp_path):
     not_contained_on_rlimits(tier, "the file system is shared")
     store_file = store_url.replace("sqlite://", "")
@@ -120,6 +102,7 @@ def test_reading_host_files_outside_the_sandbox(box, tier, store_url, tmp_path):
         home_secret.unlink()
 
 
+@pytest.mark.hostile
 def test_writing_outside_the_work_dir(box, tier):
     not_contained_on_rlimits(tier, "the file system is shared")
     for path in ("/usr/suture-test", "/opt/python/suture-test", "/etc-suture-test"):
@@ -129,6 +112,7 @@ def test_writing_outside_the_work_dir(box, tier):
     assert box.read_file("ok.txt") == b"fine"
 
 
+@pytest.mark.hostile
 def test_network_socket(box, tier):
     not_contained_on_rlimits(tier, "the network is shared")
     server = socket.socket()
@@ -142,6 +126,7 @@ def test_network_socket(box, tier):
         server.close()
 
 
+@pytest.mark.hostile
 def test_signalling_the_parent(box, tier):
     not_contained_on_rlimits(tier, "the worker shares the host's pid namespace and, as root, may signal anything")
     ex = box.run(f"import os, signal; os.kill({os.getpid()}, signal.SIGKILL)")
@@ -151,6 +136,7 @@ def test_signalling_the_parent(box, tier):
     still_works(box)
 
 
+@pytest.mark.hostile
 def test_seccomp_blocks_ptrace_and_unshare(box, tier):
     not_contained_on_rlimits(tier, "no seccomp filter without bubblewrap")
     ex = box.run("import ctypes; libc = ctypes.CDLL(None); libc.ptrace(0, 0, 0, 0), ctypes.get_errno()")

@@ -80,7 +80,7 @@ def box():
 def _probe(box, call: str) -> tuple[int, int]:
     ex = box.run(call)
     assert ex.ok, ex
-    ret, err = eval(ex.result)  # noqa: S307 - a tuple of two ints, printed by our own prelude
+    ret, err = eval(ex.result)  # a tuple of two ints, printed by our own prelude
     return ret, err
 
 
