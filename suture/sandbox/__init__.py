@@ -28,9 +28,12 @@ from .models import Execution, ExecutionError, SandboxFailure, Session
 def open(backend: str = "local", **limits: Any) -> Any:  # noqa: A001 - the interface's name
     """Open a stateful sandbox session of ``backend`` (``"local"``, ``"e2b"`` or a plugin's).
 
-    Limits of the local backend: ``timeout`` (seconds per run, default 30), ``memory`` (bytes or
-    ``"512Mi"``, default 512Mi), ``max_output`` (characters, default 1 MiB), ``nproc`` (default 64),
-    ``network`` (default False), ``isolation`` (``"auto"``, ``"bwrap"`` or ``"rlimits"``).
+    Limits of the local backend: ``timeout`` (seconds per run, default 30), ``memory`` (the memory
+    budget, bytes or ``"512Mi"``, default 512Mi; on the bubblewrap tier ``tmp_size`` and
+    ``work_size``, a quarter of it each by default, are carved out of it for the ``/tmp`` and
+    ``/work`` tmpfs), ``max_output`` (characters, default 1 MiB), ``nproc`` (default 64),
+    ``fsize`` (largest file, default 256Mi), ``network`` (default False), ``isolation``
+    (``"auto"``, ``"bwrap"`` or ``"rlimits"``).
     """
     from ..manager import hook
 
