@@ -98,6 +98,22 @@ def leave(run: "Run", token: Token[Frame | None]) -> None:
     active.pop(run.run_id, None)
 
 
+def _thread_branch(frame: Frame) -> Frame | None:
+    """The branch of a call made from an orchestrator's thread, keyed by ``suture_thread_key``."""
+    from .manager import hook
+
+    key = hook().suture_thread_key(run=frame.run.info)
+    if key is None:
+        return None
+    frames = frame.run.thread_frames
+    with frame.run.lock:
+        branch = frames.get((frame.path, key))
+        if branch is None:
+            branch = frames[(frame.path, key)] = frame.branch(f"{BRANCH}t:{key}")
+        branch.thread = threading.get_ident()  # a task retried in another worker thread keeps its branch
+    return branch
+
+
 def _current_task() -> Any:
     """The asyncio task running now, ``None`` outside a running loop."""
     loop_task = sys.modules["asyncio"].current_task
@@ -131,6 +147,9 @@ def locate(name: str, key: str | None) -> tuple[Frame | None, str]:
     if key is not None:
         return frame, "k:" + key
     if frame.thread != threading.get_ident():
+        branch = _thread_branch(frame)
+        if branch is not None:
+            return branch, branch.take_index(name)
         raise NoRunContextError(
             f"step {name!r} was called from another thread (e.g. asyncio.to_thread or an "
             f"executor) of run {frame.run.run_id!r}: such calls have no program order, so their "

@@ -168,6 +168,18 @@ def suture_repair_code(code: str, execution: Execution, failure: Failure, round:
 
 
 @hookspec(firstresult=True)
+def suture_thread_key(run: RunInfo) -> str | None:
+    """A stable key for a step called now from a thread the orchestrator runs, or ``None``.
+
+    Called when a step is called from another thread than its frame's (a Prefect ``.map()`` or
+    ``.submit()`` task in the flow's task runner). The key names the call site the same way on
+    every attempt (Prefect: the task key and the task run's ``dynamic_key``); the calls made there
+    are journaled in a branch of their own, ``~t:<key>``. ``None``: the call has no program order
+    and raises :class:`~suture.NoRunContextError` (use ``suture.map`` or ``with_key``).
+    """
+
+
+@hookspec(firstresult=True)
 def suture_attempt_runner(agent: Agent) -> Any:
     """Return the runner of a local run's attempts for ``agent``, or ``None`` to run them in process.
 

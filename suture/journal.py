@@ -102,6 +102,10 @@ class Run:
         self.live_call: Any = None
         #: an adapter may answer ``suture.ask`` itself: ``asker(question, schema, qid)``
         self.asker: Any = None
+        #: an orchestrator's retry budget governs this run (set by adapters that hand retries over)
+        self.orchestrated = False
+        #: frames of calls made from threads an orchestrator runs (keyed by ``suture_thread_key``)
+        self.thread_frames: dict[tuple[str, str], Any] = {}
         self.info = RunInfo(
             run_id=run_id, agent=agent, attempt=attempt, store_url=getattr(store, "url", ""), adapter=adapter
         )

@@ -8,6 +8,9 @@ from .errors import AttemptAborted, StepFailed
 from .failures import Action, Failure, FailureContext, RecoveryPolicy, Resources, classify, choose_action
 from .manager import emit
 
+#: failures an orchestrator's retry can heal once a step's retries in place are spent
+ORCHESTRATOR_RETRIES = frozenset({"rate_limit", "network", "timeout", "infrastructure"})
+
 
 def policy_for(run: Any, step: Any = None) -> RecoveryPolicy:
     """The agent's policy with the step's overrides (``max_attempts``, ``memory``)."""
@@ -50,9 +53,16 @@ def decide_for_step(step: Any, frame: Any, idx: str, exc: Exception, history: li
     policy = policy_for(run, step)
     action = choose_action(failure, list(history), policy)
     history.append(failure)
+    handed_over = (action.kind == "give_up" and run is not None and getattr(run, "orchestrated", False)
+                   and failure.layer in ORCHESTRATOR_RETRIES and failure.retryable is not False)
+    if handed_over:  # the in-place retries are spent, but the orchestrator's budget governs the run
+        action = Action(kind="retry", reason=f"{action.reason}; the retries in place are spent: the orchestrator "
+                                             f"retries the attempt (the journal replays what completed)")
     if run is not None:
         run.stats.failed += 1
         failure_record(run, failure, action)
+    if handed_over:
+        raise AttemptAborted(failure, action) from exc
     if action.kind == "retry":
         return max(0.0, float(action.delay))
     if run is not None and action.kind in ("escalate", "give_up", "ask_human"):
@@ -62,8 +72,11 @@ def decide_for_step(step: Any, frame: Any, idx: str, exc: Exception, history: li
 
 def decide_for_attempt(run: Any, exc: BaseException, history: list[Failure], *, can_escalate: bool) -> tuple[Failure, Action]:
     """An attempt ended with ``exc``: classify it (if a step did not already) and choose what next
-    (see :func:`attempt_action`)."""
+    (see :func:`attempt_action`). Under an orchestrator's budget (``run.orchestrated``) suture's
+    ``max_attempts`` does not end the run: the orchestrator's retries do."""
     policy = policy_for(run)
+    if getattr(run, "orchestrated", False):
+        policy = policy.model_copy(update={"max_attempts": 1 << 30})
     if isinstance(exc, AttemptAborted):
         failure, action = exc.failure, exc.action
         already_recorded = True

@@ -40,14 +40,19 @@ class Attempt:
     ``("give_up", GiveUp)`` or ``("error", exc)`` (suture's own errors, unchanged).
     """
 
+    #: the orchestrator's retry budget governs the run (suture's ``max_attempts`` bounds only the retries
+    #: of a step in place): a transient failure is always handed to the orchestrator to retry
+    orchestrator_budget = False
+
     def __init__(self, ag: Any, run_id: str, *, adapter: str, labels: dict[str, Any] | None = None,
-                 can_escalate: bool = False, before_start: Callable[[Any], None] | None = None) -> None:
+                 can_escalate: bool = False, before_start: Callable[[Any], None] | None = None,
+                 ordinal: int | None = None) -> None:
         from ..runs import RunHandle
         from ..config import get_store
 
         self.ag, self.can_escalate = ag, can_escalate
         self.h = RunHandle(agent_name=ag.name, run_id=run_id, store=get_store(), options=ag.options,
-                           entry=None, labels=labels, adapter=adapter)
+                           entry=None, labels=labels, adapter=adapter, ordinal=ordinal)
         self.done, raw = self.h.finished_result
         self.result = ag.decode_result(raw) if self.done else None
         if self.done:
@@ -56,6 +61,7 @@ class Attempt:
         if before_start is not None:
             before_start(self.h)
         self.run = self.h.start_attempt(ag.options.first_resources())
+        self.run.orchestrated = self.orchestrator_budget
 
     def succeeded(self, result: Any) -> Any:
         self.h.end_attempt(self.run, "succeeded")
@@ -90,19 +96,23 @@ class Attempt:
         """Publish the run report (async code)."""
         self.report()
 
-    def settle(self, exc: BaseException) -> tuple[str, Any]:
-        from ..errors import StepFailed, SutureError
-        from ..recovery import decide_for_attempt
+    def will_retry(self) -> bool:
+        """Whether the orchestrator runs this attempt's code again after the exception raised now."""
+        return True
 
-        if isinstance(exc, SutureError) and not isinstance(exc, StepFailed):
-            self.h.end_attempt(self.run, "failed")
-            self.h.finish("failed", error=exc)
-            return "error", exc
+    def settle(self, exc: BaseException) -> tuple[str, Any]:
+        """The attempt failed with ``exc``: :meth:`suture.runs.RunHandle.settle` records how (one
+        place for every adapter), and the run is ended ``retrying`` only if the orchestrator will
+        retry it — else ``failed``, never ``retrying`` forever."""
         history = self.h.history()
-        failure, action = decide_for_attempt(self.run, exc, history, can_escalate=self.can_escalate)
-        self.h.end_attempt(self.run, "failed", failure, action)
+        settled = self.h.settle(self.run, exc, history, can_escalate=self.can_escalate)
+        if settled.failure is None or settled.action is None:  # suspended, cancelled, suture's own error
+            return "error", exc
+        failure, action = settled.failure, settled.action
         if action.kind in ("retry", "escalate"):
-            self.h.finish("retrying", error=exc)
+            self.h.finish("retrying" if self.will_retry() else "failed", error=exc)
+            if action.kind == "retry" and type(exc).__name__ == "AttemptAborted" and isinstance(exc.__cause__, Exception):
+                exc = exc.__cause__  # what the orchestrator retries: the step's own error, not suture's unwinding
             return action.kind, (exc if action.kind == "retry" else failure)
         return "give_up", self.h.give_up(failure, action, history + [failure])
 

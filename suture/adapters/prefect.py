@@ -297,8 +297,25 @@ def _prefect_will_retry() -> bool:
     return ctx.flow_run.run_count <= retries
 
 
+def _ordinal() -> int | None:
+    """The attempt's ordinal: the flow run's ``run_count`` (a task-level agent: flow run count, then
+    the task run's, as one number that increases across both kinds of retry)."""
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    fctx, tctx = FlowRunContext.get(), TaskRunContext.get()
+    flow_count = fctx.flow_run.run_count if fctx is not None and fctx.flow_run is not None else 0
+    if tctx is not None:
+        return flow_count * 10_000 + tctx.task_run.run_count
+    return flow_count or None
+
+
 class _Attempt(Attempt):
     """A Prefect attempt: the run id from the flow run, pauses for answers, the report as an artifact."""
+
+    orchestrator_budget = True  # Prefect's retries govern: suture's max_attempts bounds retries in place
+
+    def will_retry(self) -> bool:
+        return _prefect_will_retry()
 
     def __init__(self, ag: Any, run_key: Any, publish: bool, args: tuple, kwargs: dict, as_tasks: bool = False,
                  wait_for_answer: str = "pause") -> None:
@@ -306,7 +323,8 @@ class _Attempt(Attempt):
         run_id, labels = _run_id(ag, run_key, args, kwargs)
         self.publish, self.final = publish, False
         self.suspend, self.suspended = wait_for_answer == "suspend", False
-        super().__init__(ag, run_id, adapter="prefect", labels=labels)
+        ordinal = _ordinal()
+        super().__init__(ag, run_id, adapter="prefect", labels=labels, ordinal=ordinal)
         if not self.done:
             self.run.asker = self.ask
             if as_tasks:
@@ -387,6 +405,14 @@ def agent(
     namespace = sys._getframe(1).f_locals
 
     def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        kind = type(f)
+        if kind.__module__.startswith("prefect.") and kind.__name__ in ("Flow", "Task"):
+            deco = "@flow" if kind.__name__ == "Flow" else "@task"
+            raise ConfigError(
+                f"@suture_prefect.agent is above {deco} on {getattr(f, 'name', f)!r}: it goes *under* it, so that "
+                f"each Prefect run of the function is one attempt of the suture run —\n\n    {deco}(...)\n"
+                f"    @suture_prefect.agent(...)\n    def {getattr(getattr(f, 'fn', None), '__name__', 'fn')}(...): ..."
+            )
         ag = build_agent(f, namespace=namespace, **options)
 
         def begin(args: tuple, kwargs: dict) -> Any:

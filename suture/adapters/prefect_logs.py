@@ -1,10 +1,15 @@
-"""Observability for the Prefect adapter: suture's events in the flow-run logs (only inside a Prefect run)."""
+"""The Prefect adapter's plugin: suture's events in the flow-run logs (only inside a Prefect run), and
+the keys of steps called from the flow's task-runner threads (``.map()``, ``.submit()``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import threading
+
 from ..manager import hookimpl
+
+_KEYS_LOCK = threading.Lock()
 
 
 class PrefectLogs:
@@ -47,6 +52,48 @@ class PrefectLogs:
         if run.adapter == "prefect" and (log := self._logger()):
             log.warning("suture: escalation after %s/%s: %s -> %s", failure.layer, failure.kind,
                         previous, resources)
+
+    #: per (run, attempt): task run id -> its branch key, and how many task runs share each key's base
+    _keys: dict[tuple[str, int], dict[Any, str]] = {}
+    _seen: dict[tuple[str, int], dict[str, int]] = {}
+
+    @hookimpl
+    def suture_thread_key(self, run: Any) -> str | None:
+        """A step called from a task run of the flow's task runner (``.map()``, ``.submit()``): keyed by
+        the task's key and a fingerprint of the task run's parameters — what the task works on,
+        the same on every attempt (Prefect's ``dynamic_key`` is a fresh uuid on every flow retry).
+        Task runs with equal parameters do equal work: they are numbered in the order they first call
+        a step, and which of them gets which number cannot change a replay."""
+        if run.adapter != "prefect":
+            return None
+        from prefect.context import TaskRunContext
+
+        ctx = TaskRunContext.get()
+        if ctx is None:
+            return None
+        scope = (run.run_id, run.attempt)
+        with _KEYS_LOCK:
+            return self._key_of(scope, ctx)
+
+    def _key_of(self, scope: tuple[str, int], ctx: Any) -> str | None:
+        keys = self._keys.setdefault(scope, {})
+        found = keys.get(ctx.task_run.id)
+        if found is None:
+            from ..fingerprint import canonical_json, digest
+
+            try:
+                base = f"{ctx.task.task_key}:{digest(canonical_json(ctx.parameters or {}, 'task parameters'))[:16]}"
+            except Exception:  # noqa: BLE001 - parameters with no stable form: no key, a clear error follows
+                return None
+            seen = self._seen.setdefault(scope, {})
+            n = seen.get(base, 0)
+            seen[base] = n + 1
+            found = keys[ctx.task_run.id] = f"{base}#{n}"
+            if len(self._keys) > 64:  # attempts long gone
+                for old in list(self._keys)[:-64]:
+                    self._keys.pop(old, None)
+                    self._seen.pop(old, None)
+        return found
 
     @hookimpl
     def suture_suspend(self, run: Any, question: Any) -> None:

@@ -1,0 +1,138 @@
+"""The Prefect adapter on a real local Prefect server: Prefect's retry budget governs, statuses match
+Prefect's, mapped tasks are journaled, and the decorator order is checked."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+import suture
+
+
+def _flow_run(state):
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(state.state_details.flow_run_id)
+
+
+def test_prefects_retries_govern_a_transient_failure_not_suturés_max_attempts(store):
+    """A step failing with ConnectionError 5 times: 2 retries in place per attempt (max_attempts=2),
+    then the attempt is handed to Prefect, whose retries=3 heal it on the third flow-run attempt."""
+    from prefect import flow
+
+    from suture.adapters import prefect as sp
+
+    calls = Counter()
+
+    @suture.step(name="flaky-net")
+    def flaky() -> int:
+        calls["flaky"] += 1
+        if calls["flaky"] <= 5:
+            raise ConnectionError("connection reset by peer")
+        return 42
+
+    @suture.step(name="before")
+    def before() -> int:
+        calls["before"] += 1
+        return 1
+
+    @flow(retries=3, retry_delay_seconds=0, persist_result=False)
+    @sp.agent(max_attempts=2)
+    def nightly() -> int:
+        return before() + flaky()
+
+    state = nightly(return_state=True)
+    assert state.is_completed(), state
+    fr = _flow_run(state)
+    assert fr.run_count == 3
+    assert calls == Counter(before=1, flaky=6)  # the completed step replayed on every Prefect retry
+    rec = store.get_run(str(fr.id))
+    assert rec.status == "succeeded"
+    assert [a.status for a in store.list_attempts(str(fr.id))] == ["failed", "failed", "succeeded"]
+
+
+def test_a_transient_failure_with_no_prefect_retry_left_ends_failed_not_retrying(store):
+    from prefect import flow
+
+    from suture.adapters import prefect as sp
+
+    @flow(persist_result=False)
+    @sp.agent
+    def plain() -> int:
+        raise ConnectionError("the API went away")
+
+    state = plain(return_state=True)
+    assert state.is_failed()
+    rec = store.get_run(str(_flow_run(state).id))
+    assert rec.status == "failed"  # Prefect will not run it again: neither is it "retrying"
+
+
+def test_steps_called_from_mapped_tasks_are_journaled_and_replayed_on_a_flow_retry(store):
+    from prefect import flow, task
+
+    from suture.adapters import prefect as sp
+
+    calls = Counter()
+    crash = {"on": True}
+
+    @suture.step(name="embed")
+    def embed(doc: str) -> str:
+        calls[doc] += 1
+        return doc.upper()
+
+    @task(persist_result=False)
+    def handle(doc: str) -> str:
+        return embed(doc) + "!"
+
+    @flow(retries=1, retry_delay_seconds=0, persist_result=False)
+    @sp.agent
+    def index(docs: list[str]) -> list[str]:
+        out = handle.map(docs).result()
+        if crash["on"]:
+            crash["on"] = False
+            raise ConnectionError("the index went away after the map")
+        return out
+
+    state = index(["a", "b", "c", "d"], return_state=True)
+    assert state.is_completed(), state
+    assert state.result() == ["A!", "B!", "C!", "D!"]
+    assert calls == Counter({"a": 1, "b": 1, "c": 1, "d": 1})  # the flow retry replayed every mapped call
+    entries = store.list_entries(str(_flow_run(state).id))
+    assert len(entries) == 4 and all(e.path.startswith("~t:") for e in entries)
+
+
+def test_the_wrong_decorator_order_is_a_clear_error():
+    from prefect import flow
+
+    from suture.adapters import prefect as sp
+
+    @flow
+    def research() -> int:
+        return 1
+
+    with pytest.raises(suture.ConfigError, match=r"above @flow.*goes \*under\* it"):
+        sp.agent(research)
+
+
+def test_the_flow_runs_count_is_the_attempts_ordinal(store):
+    from prefect import flow
+
+    from suture.adapters import prefect as sp
+
+    seen = []
+
+    @flow(retries=2, retry_delay_seconds=0, persist_result=False)
+    @sp.agent
+    def counted() -> int:
+        run = suture.current()
+        seen.append(run.run_id)
+        rows = store._read("SELECT lease_ordinal FROM suture_runs WHERE run_id = ?", (run.run_id,))
+        seen.append(rows[0][0])
+        if len(seen) < 6:
+            raise ConnectionError("again")
+        return 1
+
+    assert counted() == 1
+    assert seen[1::2] == [1, 2, 3]
