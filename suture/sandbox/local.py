@@ -119,7 +119,11 @@ class LocalSession:
         self._req = self._resp = self._life = None
         self._restart_note = False
         self._lock = threading.Lock()
-        self._start()
+        try:
+            self._start()
+        except BaseException:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            raise
 
     # -- isolation description -----------------------------------------------------------------
     @property
@@ -183,7 +187,7 @@ class LocalSession:
             hello = None
         if not hello or not hello.get("ready"):
             self._kill()
-            err = self.proc.stderr.read().decode(errors="replace")[-2000:] if self.proc.stderr else ""
+            err = _read_for(self.proc.stderr, 2.0)[-2000:]
             raise SandboxFailure(_failure("start", f"the sandbox worker did not start: {err or 'no answer'}"))
         self._uid = hello.get("uid", self._uid)
         if self.tier == "bwrap":
@@ -363,6 +367,22 @@ class LocalSession:
             self._kill()
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
+
+
+def _read_for(pipe: Any, seconds: float) -> str:
+    """What ``pipe`` gives within ``seconds`` (a process still holding it open cannot stall us)."""
+    import select
+
+    if pipe is None:
+        return ""
+    out, end = b"", time.monotonic() + seconds
+    fd = pipe.fileno()
+    while (left := end - time.monotonic()) > 0 and select.select([fd], [], [], left)[0]:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        out += chunk
+    return out.decode(errors="replace")
 
 
 def _pid_namespace() -> int | None:

@@ -146,10 +146,12 @@ def own_pid_namespace():
 def parent_death_signal():
     """Backstop: SIGKILL this worker when its parent thread exits (only asked for when the parent
     started it from its main thread; set after the uid drop, which would clear it)."""
-    import ctypes
+    try:
+        import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (ImportError, OSError, AttributeError):
+        return  # no ctypes here: the life pipe's watcher alone
     if os.getppid() != CONFIG.get("parent_pid"):
         os._exit(0)  # the parent died before the signal was armed
 
