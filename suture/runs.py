@@ -192,6 +192,11 @@ class RunHandle:
 
     def release_finished(self, raw: tuple[Any, str]) -> None:
         """The run had already succeeded: give the lease back, keeping its status and result."""
+        import logging
+
+        logging.getLogger("suture").warning(
+            "run %s already succeeded: returning its stored result without running it (to run it again "
+            "from scratch: %s)", self.run_id, command("suture", "reset", self.run_id))
         self.release_lease_only()
         self.store.release_run(self.run_id, self.token, "succeeded", result=raw[0], serializer=raw[1])
 

@@ -324,7 +324,9 @@ class _Attempt(Attempt):
         self.publish, self.final = publish, False
         self.suspend, self.suspended = wait_for_answer == "suspend", False
         ordinal = _ordinal()
-        super().__init__(ag, run_id, adapter="prefect", labels=labels, ordinal=ordinal)
+        # can_escalate: a memory failure is settled as an escalation, which raise_for turns into the
+        # Prefect way to get more memory (re-run the deployment one rung up), not advice for local runs
+        super().__init__(ag, run_id, adapter="prefect", labels=labels, ordinal=ordinal, can_escalate=True)
         if not self.done:
             self.run.asker = self.ask
             if as_tasks:

@@ -110,8 +110,11 @@ def ensure_plugin() -> None:
     if _plugin is None:
         from ..manager import register
 
+        from ..plugins.logs import LOGGED_ELSEWHERE
+
         _plugin = PrefectLogs()
         register(_plugin, name="prefect-logs")
+        LOGGED_ELSEWHERE.add("prefect")  # one log line per event: the flow run's
 
 
 

@@ -12,6 +12,10 @@ from ..manager import hookimpl
 
 log = logging.getLogger("suture")
 
+#: adapters whose own plugin writes the warnings below where their users read them (Prefect: the
+#: flow-run log): not logged twice
+LOGGED_ELSEWHERE: set[str] = set()
+
 
 @hookimpl
 def suture_run_start(run: Any) -> None:
@@ -33,6 +37,8 @@ def suture_run_end(run: Any, status: str, error: BaseException | None) -> None:
 
 @hookimpl
 def suture_divergence(run: Any, call: Any, recorded: str, current: str, dropped: int) -> None:
+    if run.adapter in LOGGED_ELSEWHERE:
+        return
     log.warning(
         "run %s: step %s (%s#%s) diverged from the journal (recorded inputs %s, now %s); "
         "%d later entries dropped and run live",
@@ -42,22 +48,30 @@ def suture_divergence(run: Any, call: Any, recorded: str, current: str, dropped:
 
 @hookimpl
 def suture_failure(run: Any, failure: Any) -> None:
+    if run.adapter in LOGGED_ELSEWHERE:
+        return
     log.warning("run %s: %s/%s failure: %s", run.run_id, failure.layer, failure.kind, failure.message)
 
 
 @hookimpl
 def suture_recovery(run: Any, failure: Any, action: Any) -> None:
+    if run.adapter in LOGGED_ELSEWHERE:
+        return
     log.warning("run %s: recovery for %s/%s -> %s (%s)", run.run_id, failure.layer, failure.kind,
                 action.kind, action.reason)
 
 
 @hookimpl
 def suture_escalation(run: Any, previous: Any, resources: Any, failure: Any) -> None:
+    if run.adapter in LOGGED_ELSEWHERE:
+        return
     log.warning("run %s: escalating %s -> %s after %s", run.run_id, previous.describe(),
                 resources.describe(), failure.kind)
 
 
 @hookimpl
 def suture_suspend(run: Any, question: Any) -> None:
+    if run.adapter in LOGGED_ELSEWHERE:
+        return
     log.warning("run %s suspended: waiting for an answer to %r (%s --json ...)",
                 run.run_id, question.question, command("suture", "answer", run.run_id))

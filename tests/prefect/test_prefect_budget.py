@@ -136,3 +136,41 @@ def test_the_flow_runs_count_is_the_attempts_ordinal(store):
 
     assert counted() == 1
     assert seen[1::2] == [1, 2, 3]
+
+
+def test_each_event_is_logged_once_and_a_memory_failure_gets_the_prefect_advice(store, caplog):
+    import logging
+
+    from prefect import flow
+
+    from suture.adapters import prefect as sp
+
+    @suture.step(name="hungry")
+    def hungry() -> int:
+        raise MemoryError("cannot allocate 400 MB")
+
+    @flow(persist_result=False)
+    @sp.agent(memory=["256Mi", "512Mi"])
+    def heavy() -> int:
+        return hungry()
+
+    with caplog.at_level(logging.INFO):
+        state = heavy(return_state=True)
+    assert state.is_failed()
+    lines = [r for r in caplog.records if "memory/memory_error failure" in r.getMessage()]  # suture's own line
+    assert len(lines) == 1, [(r.name, r.getMessage()) for r in lines]
+    rec = store.get_run(str(_flow_run(state).id))
+    assert "suture prefect escalate" in rec.error and "give the agent memory" not in rec.error
+
+
+def test_a_finished_run_called_again_says_so_and_how_to_reset_it(store, caplog):
+    import logging
+
+    @suture.agent(name="twice")
+    def twice() -> int:
+        return 5
+
+    assert twice.run(run_id="tw") == 5
+    with caplog.at_level(logging.WARNING, logger="suture"):
+        assert twice.run(run_id="tw") == 5
+    assert any("already succeeded" in r.getMessage() and "suture reset tw" in r.getMessage() for r in caplog.records)
