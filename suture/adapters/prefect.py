@@ -101,7 +101,14 @@ def _run_id(ag: Any, run_key: Any, args: tuple, kwargs: dict) -> tuple[str, dict
     if run_key is not None:
         return resolve_key(run_key, ag.fn, ag.name, args, kwargs), labels
     if task_run is not None:
-        return str(task_run.id), {"task_run_id": str(task_run.id)}
+        # not the task-run id: a retry of the flow run makes new task runs, and their journal must replay
+        from prefect.context import TaskRunContext
+
+        _ensure_plugin()
+        from .prefect_logs import plugin
+
+        identity = plugin().task_identity(TaskRunContext.get())
+        return identity or str(task_run.id), {"task_run_id": str(task_run.id)}
     return str(flow_run.id), labels
 
 

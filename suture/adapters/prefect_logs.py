@@ -75,6 +75,20 @@ class PrefectLogs:
         with _KEYS_LOCK:
             return self._key_of(scope, ctx)
 
+    def task_identity(self, ctx: Any) -> str | None:
+        """A task run's identity within its flow run, the same on every retry of the flow run:
+        ``<flow run id>/<task key>:<parameters>#n`` (``None`` outside a flow run)."""
+        from prefect.context import FlowRunContext
+
+        flow_run_id = ctx.task_run.flow_run_id
+        if flow_run_id is None:
+            return None
+        fctx = FlowRunContext.get()
+        count = fctx.flow_run.run_count if fctx is not None and fctx.flow_run is not None else 0
+        with _KEYS_LOCK:
+            key = self._key_of((f"flow:{flow_run_id}", count), ctx)
+        return None if key is None else f"{flow_run_id}/{key}"
+
     def _key_of(self, scope: tuple[str, int], ctx: Any) -> str | None:
         keys = self._keys.setdefault(scope, {})
         found = keys.get(ctx.task_run.id)
@@ -118,4 +132,11 @@ def ensure_plugin() -> None:
 
 
 
-__all__ = ["PrefectLogs", "ensure_plugin"]
+def plugin() -> PrefectLogs:
+    """The adapter's plugin (registered on first use)."""
+    ensure_plugin()
+    assert _plugin is not None
+    return _plugin
+
+
+__all__ = ["PrefectLogs", "ensure_plugin", "plugin"]

@@ -174,3 +174,35 @@ def test_a_finished_run_called_again_says_so_and_how_to_reset_it(store, caplog):
     with caplog.at_level(logging.WARNING, logger="suture"):
         assert twice.run(run_id="tw") == 5
     assert any("already succeeded" in r.getMessage() and "suture reset tw" in r.getMessage() for r in caplog.records)
+
+
+def test_a_task_level_agent_keeps_its_journal_when_the_flow_retries(store):
+    """New task runs on every flow retry: the task-level agent's run id is the task's identity within
+    the flow run (task key and parameters), not the task-run id, so its journal replays."""
+    from prefect import flow, task
+
+    from suture.adapters import prefect as sp
+
+    calls = Counter()
+    crash = {"left": 2}
+
+    @suture.step(name="chunk")
+    def chunk(doc: str, i: int) -> int:
+        calls[(doc, i)] += 1
+        return i
+
+    @task(persist_result=False)
+    @sp.agent
+    def crunch(doc: str) -> int:
+        return sum(chunk(doc, i) for i in range(5))
+
+    @flow(retries=2, retry_delay_seconds=0, persist_result=False)
+    def pipeline(docs: list[str]) -> int:
+        total = sum(crunch(d) for d in docs)
+        if crash["left"]:
+            crash["left"] -= 1
+            raise ConnectionError("the warehouse went away")
+        return total
+
+    assert pipeline(["a", "b", "c"]) == 30
+    assert set(calls.values()) == {1}, calls  # 15 calls paid once over three flow-run attempts
