@@ -25,8 +25,13 @@ def schema_of(schema: Any) -> dict[str, Any]:
     if schema is None:
         return {"type": "string"}
     if isinstance(schema, type) and issubclass(schema, BaseModel):
+        from .identity import is_synthetic, module_of
+
         out = schema.model_json_schema()
-        out["x-suture-model"] = f"{schema.__module__}:{schema.__qualname__}"
+        # the import path, the same whether the script runs as __main__ or under `suture resume`
+        out["x-suture-model"] = f"{module_of(schema)}:{schema.__qualname__}"
+        if is_synthetic(schema.__module__):
+            out["x-suture-script"] = True  # defined in a script: the CLI checks the schema, never imports it
         return out
     raise TypeError("suture.ask(schema=...) takes a pydantic model class (or None for a free-text answer)")
 
@@ -43,7 +48,7 @@ def validate_answer(schema: Any, answer: Any) -> Any:
     model_path = schema.get("x-suture-model") if isinstance(schema, dict) else None
     if model_path:
         module, _, qual = model_path.partition(":")
-        if module != "__main__":
+        if module != "__main__" and not schema.get("x-suture-script"):
             try:
                 obj: Any = importlib.import_module(module)
                 for part in qual.split("."):
@@ -114,6 +119,12 @@ def ask(question: str, schema: Any = None, *, key: str | None = None) -> Any:
     rec = run.journal.get((frame.path, "suture.ask", idx))
     if rec is not None and (rec[1] == fp or (run.legacy and rec[1] == digest(question))):
         run.stats.replayed += 1
+        from .manager import gate
+
+        g = gate()
+        if g.step_end:
+            g.hook.suture_step_end(run=run.info, call=run.call_info(frame, "suture.ask", idx), source="replay",
+                                   duration=0.0)
         return _decode(schema, rec[2])
     if rec is not None:  # the question asked here changed: its recorded answer belongs to the old one
         _question_changed(run, frame, idx, qid, rec, fp, question)

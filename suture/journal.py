@@ -246,8 +246,9 @@ class Run:
 
     # -- writing ---------------------------------------------------------------------------------
     def commit(self, step: Any, frame: "Frame", idx: str, fp: str, data: Any, started: float, duration: float,
-               cache_put: tuple | None) -> None:
-        """Record a live call that returned (its output already encoded as ``data``)."""
+               cache_put: tuple | None, since: int | None = None) -> None:
+        """Record a live call that returned (its output already encoded as ``data``); ``since``: the
+        state clock when its body began (see :meth:`suture.state.RunState.changed`)."""
         self.stats.live += 1
         g = gate()
         if g.step_committing:
@@ -255,7 +256,7 @@ class Run:
         self.record(
             (frame.path, step.name, idx, 0, fp, step.kind, "live", data, step.serializer.name, started,
              duration, self.attempt),
-            cache_put=cache_put,
+            cache_put=cache_put, since=since,
         )
         if self.stop_requested:
             self.flush()
@@ -265,7 +266,7 @@ class Run:
                                    duration=duration)
 
     def record(self, row: tuple, cache_put: tuple | None = None, cache_hit: tuple | None = None,
-               at: str | None = None, base: tuple | None = None) -> None:
+               at: str | None = None, base: tuple | None = None, since: int | None = None) -> None:
         """Commit one completed call (sync), queue it (batch) or keep it in memory (off).
 
         With it go, in the same transaction: the snapshots of state changed since the last record,
@@ -283,7 +284,7 @@ class Run:
             rows = [row]
             if self.handled:
                 rows = self._take_handled(row[0] if at is None else at) + rows
-            snaps = self.state.changed(seq) if self.state.slots else ()
+            snaps = self.state.changed(seq, since) if self.state.slots else ()
             if base is not None:
                 snaps = [*snaps, (seq, *base)]
             mode = self.durability
@@ -345,6 +346,10 @@ class Run:
         self.replayed_keys.add(key)
         self.stats.replayed += 1
         text = rec[2] if isinstance(rec[2], str) else rec[2].decode()
+        g = gate()
+        if g.step_end:
+            g.hook.suture_step_end(run=self.info, call=self.call_info(frame, step.name, idx), source="replay",
+                                   duration=0.0)
         error = StepFailed(Failure.model_validate_json(text))
         error._suture_entry = (self, key)  # type: ignore[attr-defined]
         raise error

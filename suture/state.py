@@ -48,7 +48,7 @@ class RunState:
     """A run's private state in one attempt: the objects it holds, the snapshots its journal
     carries, the last one restored per key and the versions it read or published."""
 
-    __slots__ = ("slots", "steps", "bases", "restored", "latest")
+    __slots__ = ("slots", "steps", "bases", "restored", "latest", "clock", "touched")
 
     def __init__(self) -> None:
         self.slots: dict[str, StateSlot] = {}
@@ -60,6 +60,9 @@ class RunState:
         self.restored: dict[str, int] = {}
         #: snapshots restored for keys the agent has not read in this attempt yet (a tool's body changed them)
         self.latest: dict[str, str] = {}
+        #: ticks once per snapshot restored or written; ``touched[key]``: the tick of the key's last one
+        self.clock = 0
+        self.touched: dict[str, int] = {}
 
     @classmethod
     def load(cls, snapshots: list[tuple]) -> RunState:
@@ -81,6 +84,8 @@ class RunState:
             if self.restored.get(key, -1) >= seq:
                 continue
             self.restored[key] = seq
+            self.clock += 1
+            self.touched[key] = self.clock
             slot = self.slots.get(key)
             if slot is None:
                 self.latest[key] = text
@@ -88,14 +93,19 @@ class RunState:
             restore_in_place(slot.obj, load(slot.model, text, key, run_id))
             slot.last = text
 
-    def changed(self, seq: int) -> list[tuple]:
-        """Snapshots of the objects changed since the last record, to write with record ``seq``."""
+    def changed(self, seq: int, since: int | None = None) -> list[tuple]:
+        """Snapshots to write with record ``seq``: the objects changed since the last record, and —
+        for a step whose body began at tick ``since`` — those whose snapshot a record made while it
+        ran wrote or restored (its nested steps'), so that replaying the step alone restores them."""
         out = []
+        touched = self.touched
         for slot in self.slots.values():
             now = slot.obj.model_dump_json()
-            if now != slot.last:
+            if now != slot.last or (since is not None and touched.get(slot.key, 0) > since):
                 slot.last = now
                 self.restored[slot.key] = seq
+                self.clock += 1
+                touched[slot.key] = self.clock
                 out.append((seq, slot.key, now, None, None))
         return out
 
