@@ -71,6 +71,20 @@ def module_of(obj: Any) -> str:
     return module
 
 
+def load_script(file: str, name: str = "__suture_main__") -> dict[str, Any]:
+    """Run the script ``file`` as module ``name`` and return its namespace — a module kept in
+    ``sys.modules`` (``runpy.run_path`` drops its module when it returns), so the classes the script
+    defines (state models, answer schemas) stay resolvable to their file, as they are under __main__."""
+    import types
+
+    script = types.ModuleType(name)
+    script.__file__ = file
+    sys.modules[name] = script
+    with open(file, "rb") as fh:
+        exec(compile(fh.read(), file, "exec"), script.__dict__)
+    return script.__dict__
+
+
 def default_name(fn: Callable[..., Any]) -> str:
     """``module:qualname`` of ``fn`` (see the module docstring)."""
     return f"{module_of(fn)}:{fn.__qualname__}"

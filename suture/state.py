@@ -360,8 +360,8 @@ def _merge(run: Any, key: str, model: type | None, base: str | None, ours: str, 
         except Exception as exc:
             raise StateConflictError(
                 f"state {key!r}: {model.__qualname__}.merge() returned a {type(result).__name__}, not a "
-                f"{model.__qualname__}. Nothing was written; return the merged model and `suture resume "
-                f"{run.run_id}`.", key=key, run_id=run.run_id, other_run=other,
+                f"{model.__qualname__}. Nothing was written; return the merged model and "
+                f"`{command('suture', 'resume', run.run_id)}`.", key=key, run_id=run.run_id, other_run=other,
             ) from exc
     return result.model_dump_json()
 

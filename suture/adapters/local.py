@@ -65,16 +65,9 @@ def load_agent(entry: dict[str, Any]) -> Any:
         file = entry.get("file")
         if not file or not os.path.exists(file):
             raise ConfigError(f"cannot find the script {file!r} that defined agent {qualname!r}")
-        # as a module kept in sys.modules (runpy.run_path drops its module when it returns): classes the
-        # script defines (state models, answer schemas) stay resolvable to their file, as under __main__
-        import types
+        from ..identity import load_script
 
-        script = types.ModuleType("__suture_main__")
-        script.__file__ = file
-        sys.modules["__suture_main__"] = script
-        with open(file, "rb") as fh:
-            exec(compile(fh.read(), file, "exec"), script.__dict__)
-        namespace = script.__dict__
+        namespace = load_script(file)
         obj: Any = namespace.get(qualname.split(".")[0])
         rest = qualname.split(".")[1:]
     else:

@@ -30,7 +30,6 @@ import inspect
 import json
 import os
 import re
-import runpy
 import secrets
 import socket
 import sys
@@ -120,7 +119,9 @@ def load_agent_function(entry: dict[str, Any]) -> Callable[..., Any]:
         if not file or not os.path.exists(file):
             raise AssertionError(f"cannot find the script {file!r} that defined agent {qualname!r}: "
                                  f"pass the agent to assert_replays(run_id, agent_fn)")
-        obj = runpy.run_path(file, run_name="__suture_main__")
+        from suture.identity import load_script
+
+        obj = load_script(file)
         parts = qualname.split(".")
         obj = obj.get(parts[0])
         parts = parts[1:]
