@@ -246,7 +246,7 @@ class Run:
 
     # -- writing ---------------------------------------------------------------------------------
     def commit(self, step: Any, frame: "Frame", idx: str, fp: str, data: Any, started: float, duration: float,
-               cache_put: tuple | None, since: int | None = None) -> None:
+               cache_put: tuple | None, since: int | None = None, opened: dict | None = None) -> None:
         """Record a live call that returned (its output already encoded as ``data``); ``since``: the
         state clock when its body began (see :meth:`suture.state.RunState.changed`)."""
         self.stats.live += 1
@@ -256,7 +256,7 @@ class Run:
         self.record(
             (frame.path, step.name, idx, 0, fp, step.kind, "live", data, step.serializer.name, started,
              duration, self.attempt),
-            cache_put=cache_put, since=since,
+            cache_put=cache_put, since=since, opened=opened,
         )
         if self.stop_requested:
             self.flush()
@@ -266,7 +266,8 @@ class Run:
                                    duration=duration)
 
     def record(self, row: tuple, cache_put: tuple | None = None, cache_hit: tuple | None = None,
-               at: str | None = None, base: tuple | None = None, since: int | None = None) -> None:
+               at: str | None = None, base: tuple | None = None, since: int | None = None,
+               opened: dict | None = None) -> None:
         """Commit one completed call (sync), queue it (batch) or keep it in memory (off).
 
         With it go, in the same transaction: the snapshots of state changed since the last record,
@@ -285,6 +286,8 @@ class Run:
             if self.handled:
                 rows = self._take_handled(row[0] if at is None else at) + rows
             snaps = self.state.changed(seq, since) if self.state.slots else ()
+            if opened is not None and snaps:  # a concurrent step: what it began with, to replay it as a change
+                snaps = snaps + self.state.befores_of(snaps, opened)
             if base is not None:
                 snaps = [*snaps, (seq, *base)]
             mode = self.durability

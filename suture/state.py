@@ -30,6 +30,10 @@ M = typing.TypeVar("M")
 
 #: the journal key of a state's first read in a run: ``("", STATE_STEP, <state key>)``
 STATE_STEP = "suture.state"
+#: the key suffix of a snapshot row holding what a concurrent step began with (see RunState.befores)
+BEFORE = "\x00before"
+#: a path component that starts a branch (an asyncio task, a thread of the orchestrator, suture.branch)
+BRANCH_MARK = "~"
 #: a publish that keeps conflicting (other runs publishing all the time) gives up after this many merges
 MERGE_ROUNDS = 20
 _MISSING = object()
@@ -48,7 +52,7 @@ class RunState:
     """A run's private state in one attempt: the objects it holds, the snapshots its journal
     carries, the last one restored per key and the versions it read or published."""
 
-    __slots__ = ("slots", "steps", "bases", "restored", "latest", "clock", "touched")
+    __slots__ = ("slots", "steps", "bases", "restored", "latest", "clock", "touched", "befores", "first")
 
     def __init__(self) -> None:
         self.slots: dict[str, StateSlot] = {}
@@ -63,12 +67,19 @@ class RunState:
         #: ticks once per snapshot restored or written; ``touched[key]``: the tick of the key's last one
         self.clock = 0
         self.touched: dict[str, int] = {}
+        #: (seq, key) -> the value a concurrent step (a branch of a fan-out) began with: its change is
+        #: replayed as a merge from this value, never an overwrite
+        self.befores: dict[tuple[int, str], str] = {}
+        #: the value each key had when this attempt first held it
+        self.first: dict[str, str] = {}
 
     @classmethod
     def load(cls, snapshots: list[tuple]) -> RunState:
         rs = cls()
         for seq, key, value, version, model in snapshots:
-            if version is None:
+            if key.endswith(BEFORE):
+                rs.befores[(seq, key[: -len(BEFORE)])] = value
+            elif version is None:
                 rs.steps.setdefault(seq, []).append((key, value))
             else:  # ordered by seq: the newest read or publish wins
                 rs.bases[key] = (seq, value, version, model)
@@ -81,6 +92,10 @@ class RunState:
         """A replayed record ``seq``: put its snapshots back in place, unless a newer one of that key
         was already restored or written (a fan-out replays in another order than it ran)."""
         for key, text in self.steps.get(seq, ()):
+            before = self.befores.get((seq, key))
+            if before is not None:  # a concurrent step's change: merged into what the object holds now
+                self._merge_in(key, before, text, run_id)
+                continue
             if self.restored.get(key, -1) >= seq:
                 continue
             self.restored[key] = seq
@@ -92,6 +107,30 @@ class RunState:
                 continue
             restore_in_place(slot.obj, load(slot.model, text, key, run_id))
             slot.last = text
+
+    def _merge_in(self, key: str, before: str, after: str, run_id: str) -> None:
+        import json
+
+        self.clock += 1
+        self.touched[key] = self.clock
+        slot = self.slots.get(key)
+        ours = slot.obj.model_dump_json() if slot is not None else self.latest.get(key)
+        value = after
+        if ours is not None and ours != before and ours != after:
+            value = json.dumps(merge3(json.loads(before), json.loads(ours), json.loads(after)))
+        if slot is None:
+            self.latest[key] = value
+            return
+        restore_in_place(slot.obj, load(slot.model, value, key, run_id))
+        slot.last = after  # what the merge kept beyond the record is snapshotted with the next record
+
+    def opening(self, path: str) -> dict[str, str] | None:
+        """What a step starting now in frame ``path`` begins with, if it may run concurrently with others
+        (inside a branch of a fan-out, or a keyed call — ``suture.map``, ``with_key`` from threads): its
+        change is recorded as from this value to its end, and replayed as a merge."""
+        if not self.slots or (BRANCH_MARK not in path and "#k:" not in path):  # not a branch, nor a keyed call
+            return None
+        return {key: slot.obj.model_dump_json() for key, slot in self.slots.items()}
 
     def changed(self, seq: int, since: int | None = None) -> list[tuple]:
         """Snapshots to write with record ``seq``: the objects changed since the last record, and —
@@ -113,6 +152,17 @@ class RunState:
         """Records ``seqs`` were dropped (a divergence): so are their snapshots."""
         for seq in seqs:
             self.steps.pop(seq, None)
+        for found in [k for k in self.befores if k[0] in seqs]:
+            del self.befores[found]
+
+    def befores_of(self, snaps: list[tuple], opened: dict[str, str]) -> list[tuple]:
+        """The rows recording what a concurrent step began with, for its snapshots ``snaps``."""
+        out = []
+        for seq, key, _value, _version, _model in snaps:
+            before = opened.get(key, self.first.get(key))
+            if before is not None:
+                out.append((seq, key + BEFORE, before, None, None))
+        return out
 
 
 def load(model: type, text: str, key: str, run_id: str) -> Any:
@@ -128,6 +178,49 @@ def load(model: type, text: str, key: str, run_id: str) -> Any:
             f"Nothing was "
             f"changed. Finish the run with the model it began with, or start it over with `{command('suture', 'reset', run_id)}`."
         ) from exc
+
+
+def merge3(base: Any, ours: Any, theirs: Any) -> Any:
+    """Three-way merge of JSON values: the recorded change ``base`` → ``theirs`` applied to ``ours``.
+
+    Equal sides resolve at once; dicts merge per key (a key one side deleted and the other left
+    alone is deleted); lists keep ours' order without the items theirs removed, and append the items
+    theirs added that ours lacks; two different changes of a scalar resolve to theirs (the record).
+    """
+    if ours == base or ours == theirs:
+        return theirs
+    if theirs == base:
+        return ours
+    if isinstance(base, dict) and isinstance(ours, dict) and isinstance(theirs, dict):
+        out = {}
+        for k in {**base, **ours, **theirs}:
+            b, o, t = base.get(k, _MISSING), ours.get(k, _MISSING), theirs.get(k, _MISSING)
+            if _MISSING not in (b, o, t):
+                out[k] = merge3(b, o, t)
+            elif b is _MISSING:  # added by one side or both
+                out[k] = t if t is not _MISSING else o
+            elif (o is _MISSING and t != b) or (t is _MISSING and o != b):
+                out[k] = t if t is not _MISSING else o  # deleted by one, changed by the other: keep the change
+        return out
+    if isinstance(base, list) and isinstance(ours, list) and isinstance(theirs, list):
+        import json
+        from collections import Counter
+
+        kb, ko, kt = ([json.dumps(i, sort_keys=True) for i in side] for side in (base, ours, theirs))
+        removed = Counter(kb) - Counter(kt)
+        added = Counter(kt) - Counter(kb) - Counter(ko)
+        out_list = []
+        for item, k in zip(ours, ko):
+            if removed[k]:
+                removed[k] -= 1
+            else:
+                out_list.append(item)
+        for item, k in zip(theirs, kt):
+            if added[k]:
+                added[k] -= 1
+                out_list.append(item)
+        return out_list
+    return theirs
 
 
 def restore_in_place(obj: Any, new: Any) -> None:
@@ -272,6 +365,7 @@ def state(model: type[M], key: str | None = None) -> M:
                 text = rec[2] if isinstance(rec[2], str) else rec[2].decode()
             obj = load(model, text, key, run.run_id)
             rs.slots[key] = StateSlot(key, model, obj, text)
+            rs.first[key] = text
             return obj  # type: ignore[return-value]
         found = run.store.state_read(key) if run.durability != "off" else None
         if found is None and key != legacy_key and run.durability != "off":
@@ -287,6 +381,7 @@ def state(model: type[M], key: str | None = None) -> M:
                     run.attempt), at=frame.path, base=(key, *base))
         rs.bases[key] = (seq, *base)
         rs.slots[key] = StateSlot(key, model, obj, text)
+        rs.first[key] = text
         return obj  # type: ignore[return-value]
 
 

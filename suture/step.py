@@ -279,7 +279,7 @@ class Step:
             g.hook.suture_step_start(run=frame.run.info, call=frame.run.call_info(frame, self.name, idx))
 
     def commit(self, frame: Frame | None, idx: str, fp: str, ck: str | None, value: Any, started: float,
-               duration: float, since: int | None = None) -> None:
+               duration: float, since: int | None = None, opened: dict | None = None) -> None:
         """A live call returned ``value``: write it to the journal (and the cache)."""
         if type(value) is not self._exact:  # the value's type is exactly the annotation: nothing to check
             check_value(self, value)
@@ -289,7 +289,7 @@ class Step:
             if entry is not None:
                 cache.put_outside_run(entry)
             return
-        frame.run.commit(self, frame, idx, fp, data, started, duration, entry, since)
+        frame.run.commit(self, frame, idx, fp, data, started, duration, entry, since, opened)
 
     def call(self, args: tuple, kwargs: dict, key: str | None = None, located: tuple | None = None) -> Any:
         done, found = self.begin(args, kwargs, key, located)
@@ -298,6 +298,7 @@ class Step:
         frame, idx, fp, ck = found
         child = frame.child(self, idx) if frame is not None else None
         since = frame.run.state.clock if frame is not None else None
+        opened = frame.run.state.opening(child.path) if frame is not None and frame.run.state.slots else None
         history: list[Any] = []
         while True:
             token = frame_var.set(child)
@@ -317,7 +318,7 @@ class Step:
                 continue
             finally:
                 frame_var.reset(token)
-            self.commit(frame, idx, fp, ck, value, started, time.perf_counter() - t0, since)
+            self.commit(frame, idx, fp, ck, value, started, time.perf_counter() - t0, since, opened)
             return value
 
     async def acall(self, args: tuple, kwargs: dict, key: str | None = None, located: tuple | None = None) -> Any:
@@ -328,6 +329,7 @@ class Step:
         frame, idx, fp, ck = found
         child = frame.child(self, idx) if frame is not None else None
         since = frame.run.state.clock if frame is not None else None
+        opened = frame.run.state.opening(child.path) if frame is not None and frame.run.state.slots else None
         history: list[Any] = []
         while True:
             token = frame_var.set(child)
@@ -349,7 +351,7 @@ class Step:
                 continue
             finally:
                 frame_var.reset(token)
-            self.commit(frame, idx, fp, ck, value, started, time.perf_counter() - t0, since)
+            self.commit(frame, idx, fp, ck, value, started, time.perf_counter() - t0, since, opened)
             return value
 
     def on_error(self, frame: Frame | None, idx: str, exc: Exception, history: list[Any], fp: str = "",
