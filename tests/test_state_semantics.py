@@ -512,3 +512,17 @@ def test_state_mutated_by_mapped_threads_loses_nothing(store):
 
     assert agent.run(run_id="mp") == [str(i) for i in range(20)]
     assert sorted(json.loads(store.state_get("mapped"))["log"], key=int) == [str(i) for i in range(20)]
+
+
+@pytest.mark.parametrize("base,ours,theirs,want", [
+    ([1], [1, 2], [1, 2, 3], [1, 2, 3]),  # in sequence: the record, exactly
+    (["a", "b", "c"], ["a", "b", "c", "d"], ["a", "c", "d"], ["a", "c", "d"]),  # the step removed b
+    (["b0"], ["b0", "a1"], ["b0", "b1"], ["b0", "a1", "b1"]),  # a sibling's live change kept
+    ({"x": 1, "l": [1]}, {"x": 2, "l": [1]}, {"x": 1, "l": [1, 5]}, {"x": 2, "l": [1, 5]}),
+    ({"x": 1}, {"x": 2}, {"x": 3}, {"x": 3}),  # both changed a scalar: the record wins
+    ({"a": 1, "b": 2}, {"a": 1}, {"a": 1, "b": 2, "c": 3}, {"a": 1, "c": 3}),  # ours deleted b
+])
+def test_a_concurrent_steps_change_is_replayed_as_a_merge(base, ours, theirs, want):
+    from suture.state import merge3
+
+    assert merge3(base, ours, theirs) == want
