@@ -1,0 +1,161 @@
+"""One driver per adapter: ``driver.build(scenario, retries)`` gives a ``run(run_id=None)`` that runs
+the scenario's agent body (tests/conformance/agents/conformance_agents.py) under that adapter and
+returns an :class:`Outcome`: the result or the exception, and the suture run id.
+
+Every adapter's agent has ``max_attempts=2``; ``retries`` is the orchestrator's budget (Prefect's
+``retries=``), which a local adapter does not have. ``run(run_id)`` with an id continues that suture
+run: locally ``agent.run(..., run_id=)``, under Prefect a new flow run with ``run_key="{key}"``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import conformance_agents as agents
+
+import suture
+
+MAX_ATTEMPTS = 2
+
+
+@dataclass
+class Outcome:
+    result: Any
+    error: BaseException | None
+    run_id: str
+    orchestrator_runs: int | None = None  # Prefect: the flow run's (or task run's) run_count
+
+
+class LocalDriver:
+    name = "local"
+    orchestrated = False
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def agent(self) -> Any:
+        @suture.agent(name="conf-local", max_attempts=MAX_ATTEMPTS)
+        def conf_local(scenario: str, key: str = "") -> int:
+            return agents.dispatch(scenario)
+
+        return conf_local
+
+    def build(self, scenario: str, retries: int) -> Callable[..., Outcome]:
+        ag = self.agent()
+
+        def run(run_id: str | None = None) -> Outcome:
+            rid = run_id or f"conf-{uuid.uuid4().hex[:12]}"
+            try:
+                return Outcome(ag.run(scenario, run_id=rid), None, rid)
+            except Exception as exc:  # noqa: BLE001 - the outcome is what the scenario checks
+                return Outcome(None, exc, rid)
+
+        return run
+
+
+class IsolatedDriver(LocalDriver):
+    name = "local-isolated"
+
+    def agent(self) -> Any:
+        return agents.isolated_agent  # module level: the child process imports it by name
+
+
+def _client():
+    from prefect.client.orchestration import get_client
+
+    return get_client(sync_client=True)
+
+
+def _exception(state: Any) -> BaseException:
+    exc = state.result(raise_on_failure=False)
+    return exc if isinstance(exc, BaseException) else RuntimeError(f"Prefect state {state!r}")
+
+
+class PrefectFlowDriver:
+    """``@flow(retries=N)`` over ``@suture_prefect.agent``: the run id is the flow-run id (or the
+    ``run_key`` when a run id is given)."""
+
+    name = "prefect-flow"
+    orchestrated = True
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def build(self, scenario: str, retries: int) -> Callable[..., Outcome]:
+        from prefect import flow
+
+        from suture.adapters import prefect as suture_prefect
+
+        def make(run_key: str | None) -> Any:
+            @flow(name="conf-flow", retries=retries, retry_delay_seconds=0, persist_result=False)
+            @suture_prefect.agent(name="conf-prefect-flow", max_attempts=MAX_ATTEMPTS, run_key=run_key)
+            def conf_flow(scenario: str, key: str = "") -> int:
+                return agents.dispatch(scenario)
+
+            return conf_flow
+
+        def run(run_id: str | None = None) -> Outcome:
+            state = make("{key}" if run_id else None)(scenario, run_id or "", return_state=True)
+            with _client() as client:
+                fr = client.read_flow_run(state.state_details.flow_run_id)
+            rid = run_id or str(fr.id)
+            if state.is_completed():
+                return Outcome(state.result(), None, rid, fr.run_count)
+            return Outcome(None, _exception(state), rid, fr.run_count)
+
+        return run
+
+
+class PrefectTaskDriver:
+    """``@task(retries=N)`` over ``@suture_prefect.agent``, called from a plain ``@flow``: the suture
+    run is the one this call added to the store (or the ``run_key`` when a run id is given)."""
+
+    name = "prefect-task"
+    orchestrated = True
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def build(self, scenario: str, retries: int) -> Callable[..., Outcome]:
+        from prefect import flow, task
+
+        from suture.adapters import prefect as suture_prefect
+
+        def make(run_key: str | None) -> Any:
+            @task(name="conf-task", retries=retries, retry_delay_seconds=0, persist_result=False)
+            @suture_prefect.agent(name="conf-prefect-task", max_attempts=MAX_ATTEMPTS, run_key=run_key)
+            def conf_task(scenario: str, key: str = "") -> int:
+                return agents.dispatch(scenario)
+
+            @flow(name="conf-task-flow", persist_result=False)
+            def outer(scenario: str, key: str = "") -> int:
+                return conf_task(scenario, key)
+
+            return outer
+
+        def run(run_id: str | None = None) -> Outcome:
+            before = {r.run_id for r in self.store.list_runs(limit=1000)}
+            state = make("{key}" if run_id else None)(scenario, run_id or "", return_state=True)
+            from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+            with _client() as client:
+                task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
+                    id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+            counts = [tr.run_count for tr in task_runs if tr.name.startswith("conf-task")]
+            assert len(counts) == 1, task_runs
+            if run_id:
+                rid = run_id
+            else:
+                new = [r.run_id for r in self.store.list_runs(limit=1000) if r.run_id not in before]
+                assert len(new) == 1, f"expected one new suture run, found {new}"
+                rid = new[0]
+            if state.is_completed():
+                return Outcome(state.result(), None, rid, counts[0])
+            return Outcome(None, _exception(state), rid, counts[0])
+
+        return run
+
+
+DRIVERS = {d.name: d for d in (LocalDriver, IsolatedDriver, PrefectFlowDriver, PrefectTaskDriver)}
