@@ -306,6 +306,12 @@ def answer(ctx: click.Context, run_id: str, answer_json: str, qid: str | None) -
     except ValueError as exc:
         raise click.ClickException(f"answer rejected, the question stays pending: {exc}") from None
     store.question_answer(run_id, q.qid, value)
+    from .manager import hook
+
+    delivered = hook().suture_answer_given(run=store.get_run(run_id), question=q, answer=value)
+    if delivered:  # an orchestrator waits for it (a paused Prefect flow run): it continues by itself
+        say(console, f"answered {q.qid!r} of run {run_id}; {delivered}")
+        return
     say(console, f"answered {q.qid!r} of run {run_id}; resume it with: ", command("resume", run_id))
 
 

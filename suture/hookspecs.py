@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover - the types, for readers and type checkers
     from .agent import Agent
     from .calls import AttemptStats, CallInfo, RunInfo, StepInfo
     from .failures import Action, Evidence, Failure, FailureContext, RecoveryPolicy, Resources
-    from .models import Question, Report
+    from .models import Question, Report, RunRecord
     from .sandbox import Execution
     from .store.base import Store
 
@@ -165,6 +165,17 @@ def suture_repair_code(code: str, execution: Execution, failure: Failure, round:
 # --------------------------------------------------------------------------------------------
 # attempts
 # --------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def suture_answer_given(run: RunRecord, question: Question, answer: Any) -> str | None:
+    """A person answered ``question`` of ``run`` with ``suture answer``: deliver it to the
+    orchestrator that waits for it, and return what was done (shown to the person), or ``None``.
+
+    The answer is already validated and recorded in the store. The Prefect adapter resumes the
+    paused or suspended flow run with it (``resume_flow_run(..., run_input=...)``); without an
+    answer from a plugin the CLI says to resume the run with ``suture resume``.
+    """
 
 
 @hookspec(firstresult=True)

@@ -168,6 +168,7 @@ def _pause_for_answer(question: str, schema: Any, qid: str, suspend: bool = Fals
     else:
         answer = _wait_for_answer(question, qid, form, key, suspend, before_suspend)
     data = answer.model_dump(exclude={"metadata"}) if hasattr(answer, "model_dump") else answer
+    _answered(qid, data)
     if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
         return data["answer"]
     return {k: v for k, v in data.items() if k in schema.model_fields}
@@ -194,6 +195,22 @@ def _wait_for_answer(question: str, qid: str, form: Any, key: str, suspend: bool
     return wait(**kwargs)
 
 
+def _answered(qid: str, data: Any) -> None:
+    """The flow run got its answer (from the UI, the API or `suture answer`): the question is not pending."""
+    from ..context import current_run
+
+    run = current_run()
+    if run is None:
+        return
+    try:
+        found = run.store.question_get(run.run_id, qid)
+        if found is not None and found.status == "pending":
+            run.store.question_answer(run.run_id, qid, data.get("answer", data) if isinstance(data, dict) and
+                                      list(data) == ["answer"] else data)
+    except Exception:  # noqa: BLE001 - bookkeeping only
+        pass
+
+
 def _announce(question: str, qid: str, form: Any) -> None:
     """The run waits for a person: a timeline event and the ``suture_suspend`` hook, as for local runs."""
     import time
@@ -206,6 +223,17 @@ def _announce(question: str, qid: str, form: Any) -> None:
     if run is None:
         return
     run.event("suspend", {"qid": qid, "question": question})
+    schema = dict(form.model_json_schema(), **{"x-suture-prefect": True})
+    if "answer" in (schema.get("properties") or {}) and len(schema.get("properties") or {}) == 1:
+        schema = {"type": "string", "x-suture-prefect": True}  # a free-text question
+    else:
+        schema["properties"] = {k: v for k, v in schema.get("properties", {}).items() if k != "metadata"}
+        schema["required"] = [k for k in schema.get("required", []) if k != "metadata"]
+    try:  # `suture runs --waiting` lists it and `suture answer` resumes the flow run with it
+        run.store.question_put(Question(run_id=run.run_id, qid=qid, question=question, schema=schema,
+                                        created_at=time.time()))
+    except Exception:  # noqa: BLE001 - the Prefect UI still answers it
+        pass
     hook().suture_suspend(run=run.info, question=Question(run_id=run.run_id, qid=qid, question=question,
                                                           schema=form.model_json_schema(), created_at=time.time()))
 

@@ -8,6 +8,20 @@ from ..manager import hookimpl
 
 
 @hookimpl
+def suture_answer_given(run: Any, question: Any, answer: Any) -> str | None:
+    """``suture answer`` for a run of the Prefect adapter: resume its paused (or suspended) flow run
+    with the answer as the ``RunInput`` it waits for."""
+    flow_run_id = (getattr(run, "labels", None) or {}).get("flow_run_id") if run is not None else None
+    if not flow_run_id or (question.schema_ or {}).get("x-suture-prefect") is None:
+        return None
+    from prefect.flow_runs import resume_flow_run
+
+    run_input = answer if isinstance(answer, dict) and question.schema_.get("type") == "object" else {"answer": answer}
+    resume_flow_run(flow_run_id, run_input=run_input)
+    return f"Prefect flow run {flow_run_id} resumed with it"
+
+
+@hookimpl
 def suture_register_commands(cli: Any) -> None:
     import click
 

@@ -206,3 +206,37 @@ def test_a_task_level_agent_keeps_its_journal_when_the_flow_retries(store):
 
     assert pipeline(["a", "b", "c"]) == 30
     assert set(calls.values()) == {1}, calls  # 15 calls paid once over three flow-run attempts
+
+
+def test_suture_answer_resumes_a_paused_flow_run(store, prefect_env):
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from prefect import flow
+
+    from suture.adapters import prefect as sp
+
+    @flow(persist_result=False)
+    @sp.agent
+    def approval() -> str:
+        return "approved: " + suture.ask("ship the release?")
+
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("state", approval(return_state=True)))
+    t.start()
+    deadline = time.monotonic() + 60
+    while not store.questions(status="pending") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    (q,) = store.questions(status="pending")  # `suture runs --waiting` lists it
+    waiting = subprocess.run([sys.executable, "-m", "suture", "runs", "--waiting"], env=prefect_env,
+                             capture_output=True, text=True, timeout=60)
+    assert "ship the release?" in waiting.stdout, waiting.stdout + waiting.stderr
+    done = subprocess.run([sys.executable, "-m", "suture", "answer", q.run_id, "--json", '"yes"'], env=prefect_env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "resumed" in done.stdout, done.stdout + done.stderr
+    t.join(60)
+    assert out["state"].is_completed(), out["state"]
+    assert out["state"].result() == "approved: yes"
+    assert not store.questions(status="pending")
