@@ -50,3 +50,96 @@ def test_a_transient_error_mid_run_heals_and_no_completed_step_runs_twice(driver
     assert [a.status for a in store.list_attempts(out.run_id)] == ["succeeded"]  # healed within the attempt
     if driver.orchestrated:
         assert out.orchestrator_runs == 1  # no Prefect retry was needed
+
+
+# 2 -----------------------------------------------------------------------------------------------
+
+
+def test_a_code_bug_fails_fast(driver, store, step_log):
+    """A step raising KeyError every time, not caught by the agent: the run ends failed after one
+    execution of the step; an orchestrator's retries (retries=3) are not used."""
+    out = driver.build("code_bug", retries=3)()
+    assert out.error is not None and out.result is None
+    assert counts(step_log) == {"s1": 1, "broken": 1}
+    rec = store.get_run(out.run_id)
+    assert rec.status == "failed"
+    assert "KeyError" in (rec.error or "")
+    assert len(store.list_attempts(out.run_id)) == 1
+    if driver.orchestrated:
+        assert out.orchestrator_runs == 1  # Prefect failed fast: its retries were zeroed / refused
+
+
+# 3 -----------------------------------------------------------------------------------------------
+
+
+def test_the_retry_budget_is_the_orchestrators(driver, store, step_log, monkeypatch):
+    """A step raising ConnectionError on its first 3 calls, max_attempts=2 (2 calls in place per
+    step call). Under Prefect (retries=3) the in-place retries are spent and the attempt is handed to
+    Prefect, whose second attempt replays s1 and heals the step on its 4th call. Locally suture's own
+    max_attempts governs the run."""
+    monkeypatch.setenv("CONF_FLAKY_FAILS", "3")
+    run = driver.build("budget", retries=3)
+    out = run()
+    if not driver.orchestrated:
+        # suture's budget: max_attempts=2 calls in place, then suture.GiveUp (docs/failures.md);
+        # running the given-up run id again starts a fresh budget that replays the journal
+        assert isinstance(out.error, suture.GiveUp), out.error
+        assert counts(step_log) == {"s1": 1, "flaky": 2}
+        assert store.get_run(out.run_id).status == "failed"
+        assert "ConnectionError" in (store.get_run(out.run_id).error or "")
+        out = run(out.run_id)
+    # the same counts whoever retried the attempt: Prefect's second flow/task run, or the caller
+    assert out.error is None, out.error
+    assert out.result == 10
+    assert counts(step_log) == {"s1": 1, "flaky": 4, "s2": 1}  # s1 replayed, never executed again
+    assert store.get_run(out.run_id).status == "succeeded"
+    assert [a.status for a in store.list_attempts(out.run_id)] == ["failed", "succeeded"]
+    if driver.orchestrated:
+        assert out.orchestrator_runs == 2  # within Prefect's retries=3, beyond suture's max_attempts=2
+
+
+# 4 -----------------------------------------------------------------------------------------------
+
+
+def test_a_completed_run_returns_its_result_and_a_reset_runs_it_from_scratch(driver, store, step_log, store_url):
+    run = driver.build("three_steps", retries=3)
+    rid = f"conf-again-{driver.name}"
+    first = run(rid)
+    assert first.error is None, first.error
+    assert first.result == 8 and first.run_id == rid
+    assert counts(step_log) == {"s1": 1, "s2": 1, "s4": 1}
+    attempts = len(store.list_attempts(rid))
+
+    again = run(rid)
+    assert again.error is None, again.error
+    assert again.result == 8
+    assert counts(step_log) == {"s1": 1, "s2": 1, "s4": 1}  # nothing executed
+    assert len(store.list_attempts(rid)) == attempts  # and no attempt started
+
+    env = dict(os.environ, SUTURE_STORE_URL=store_url)
+    done = subprocess.run([sys.executable, "-m", "suture", "reset", rid, "--yes"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    fresh = run(rid)
+    assert fresh.error is None, fresh.error
+    assert fresh.result == 8
+    assert counts(step_log) == {"s1": 2, "s2": 2, "s4": 2}  # from scratch: every step ran again
+    assert store.get_run(rid).status == "succeeded"
+    assert len(store.list_entries(rid)) == 3
+
+
+# 5 -----------------------------------------------------------------------------------------------
+
+
+def test_a_handled_failure_runs_the_fallback_once(driver, store, step_log):
+    """The agent catches suture.StepFailed from a step that always fails with a code error and calls
+    a fallback step: the run succeeds, the failing step and the fallback each ran once."""
+    out = driver.build("handled", retries=3)()
+    assert out.error is None, out.error
+    assert out.result == -2
+    assert counts(step_log) == {"s1": 1, "broken": 1, "fallback": 1}
+    rec = store.get_run(out.run_id)
+    assert rec.status == "succeeded"
+    assert [a.status for a in store.list_attempts(out.run_id)] == ["succeeded"]
+    if driver.orchestrated:
+        assert out.orchestrator_runs == 1
