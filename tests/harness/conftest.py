@@ -7,9 +7,14 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # grammar, runner
+sys.path.insert(0, str(Path(__file__).parent))  # grammar, runner, ...
+
+from hypothesis import Phase, settings  # noqa: E402
 
 from runner import FIGURES, SESSION, Spawner  # noqa: E402
+
+#: ``--hypothesis-profile=harness-first-failure``: report the first failing program as drawn, unshrunk
+settings.register_profile("harness-first-failure", phases=[Phase.explicit, Phase.reuse, Phase.generate])
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -32,6 +37,7 @@ def pytest_terminal_summary(terminalreporter) -> None:
     processes = sum(f.processes for f in FIGURES)
     planned = sum(f.kills_planned for f in FIGURES)
     fired = sum(f.kills_fired for f in FIGURES)
+    suspensions = sum(f.suspensions for f in FIGURES)
     seconds = sum(f.seconds for f in FIGURES)
     steps = sum(f.live_steps for f in FIGURES)
     shapes: dict[str, int] = {}
@@ -41,7 +47,7 @@ def pytest_terminal_summary(terminalreporter) -> None:
     terminalreporter.write_sep("-", "suture crash-and-resume harness")
     terminalreporter.write_line(
         f"{programs} programs, {processes} processes, {fired} kills fired of {planned} planned, "
-        f"{steps} live step calls in the references, {seconds:.1f}s in programs"
+        f"{suspensions} suspensions answered, {steps} live step calls in the references, {seconds:.1f}s in programs"
     )
     if "seed" in SESSION:
         terminalreporter.write_line(f"long session: HARNESS_SEED={SESSION['seed']} repeats it")

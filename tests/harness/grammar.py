@@ -1,4 +1,4 @@
-"""A small grammar of agent programs, as data, and its hypothesis strategies (rendered as Python
+"""A small grammar of agent programs, as data (drawn by :mod:`strategies`, rendered as Python
 source by :mod:`render`).
 
 Only shapes whose guarantees hold in today's core are generated:
@@ -27,7 +27,19 @@ Only shapes whose guarantees hold in today's core are generated:
   first parameter is named ``self``), and **argument spellings** of one call (positional,
   keyword, defaults omitted or given), chosen at random in every process;
 - state (``suture.state(Notes)``) changed *between* steps, in the agent body;
-- ``suture.now()`` / ``suture.uuid()`` / ``suture.random()`` read in the agent body.
+- ``suture.now()`` / ``suture.uuid()`` / ``suture.random()`` read in the agent body;
+- **state changed inside step bodies** (tools append to ``Notes.log``): called only sequentially
+  (``tool_state="seq"``: a tool's result depends on the state it sees, and the agent reads it too —
+  the final state must be the reference's exactly) or also in fan-outs, ``suture.map`` and threads
+  (``"fan"``: at-least-once — every change present, extra ones only from calls in flight at a kill);
+  async tools change it before or after their ``await``;
+- **caught step failures with a fallback**: a step that raises ``KeyError`` for some inputs (a code
+  error: the default policy hands it to the agent as ``suture.StepFailed``), caught by the agent or a
+  fan-out handler, followed by a ``side_effect=True`` fallback that delivers;
+- **batch durability with slow steps**: sequential programs under ``durability="batch"`` whose
+  ``slow`` step outlasts the window's time bound;
+- **questions** (``suture.ask``, free text or a model), answered by the harness between attempts,
+  only in programs drawn with ``asks=True`` (see ``test_runs_and_questions.py``).
 
 The identity shapes (modules, closures, methods, spellings) check every result against a pure
 computation at the call site, so a result served from another step's entry (mixed names, a cache
@@ -36,10 +48,8 @@ key that forgot the instance or a module) fails the program even in the uninterr
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Union
-
-from hypothesis import strategies as st
 
 M = 1_000_003
 #: the modules of same-named tools written next to the program (see :func:`render.render_files`)
@@ -69,6 +79,8 @@ class Leaf:
     cache: bool = False
     side_effect: bool = False
     is_async: bool = False
+    #: "" or where the body changes the run's state (appends to Notes.log): "before" or "after" its await
+    mutates: str = ""
 
 
 @dataclass(frozen=True)
@@ -88,13 +100,24 @@ class Recursive:
     leaf: str
 
 
-StepDef = Union[Leaf, Parent, Recursive]
+@dataclass(frozen=True)
+class Flaky:
+    """A step ``y = (x * mult + add) % M`` that raises ``KeyError`` when ``x % mod == 0``."""
+
+    name: str
+    mult: int
+    add: int
+    mod: int
+
+
+StepDef = Union[Leaf, Parent, Recursive, Flaky]
 
 
 @dataclass(frozen=True)
 class HStep:
     """One statement of a handler: ``await`` an async step, ``call`` a sync step, ``gather`` two
-    async steps, or ``tool``: await the ``afetch`` of a tools module (``steps == (module,)``)."""
+    async steps, ``tool``: await the ``afetch`` of a tools module (``steps == (module,)``), or
+    ``fallible``: call a :class:`Flaky` step and, if it fails, its fallback (``steps == (flaky, fallback)``)."""
 
     kind: str
     steps: tuple[str, ...]
@@ -216,11 +239,37 @@ class Value:
 
 @dataclass(frozen=True)
 class StateOp:
-    op: str  # add | append | read
+    op: str  # add | append | read | log (read what the tools changed: tool_state "seq" only)
+
+
+@dataclass(frozen=True)
+class Fallible:
+    """``try: step(x) except suture.StepFailed: fallback(x')`` (the fallback has ``side_effect=True``)."""
+
+    step: str
+    fallback: str
+    a: int
+    b: int
+
+
+@dataclass(frozen=True)
+class Slow:
+    """A call of the ``slow`` step (batch programs, top level only): it outlasts the batch window's bound."""
+
+    a: int
+    b: int
+
+
+@dataclass(frozen=True)
+class Ask:
+    """``suture.ask(...)`` in the agent body: a number, as free text or as a model (``schema``)."""
+
+    schema: bool
+    a: int
 
 
 Stmt = Union[Call, Await, Loop, Gather, FanOut, Background, Map, Threads, Tool, Closure, Method, Spell, Value,
-             StateOp]
+             StateOp, Fallible, Slow, Ask]
 
 
 @dataclass(frozen=True)
@@ -233,6 +282,10 @@ class Program:
     handlers: tuple[Handler, ...] = ()
     #: (mult, add) of fetch/afetch and of lookup in each tools module
     tools: tuple[tuple[int, int, int, int], ...] = ((3, 1, 5, 2), (7, 4, 11, 9))
+    #: "" (no tool changes state), "seq" (tools that change state are called sequentially only) or "fan"
+    tool_state: str = ""
+    durability: str = "sync"
+    strict: bool = True
 
     def step(self, name: str) -> StepDef:
         return next(s for s in self.steps if s.name == name)
@@ -242,6 +295,20 @@ class Program:
 
     def reads_values(self) -> bool:
         return any(isinstance(s, Value) for s in walk(self.body))
+
+    def asks(self) -> bool:
+        return any(isinstance(s, Ask) for s in walk(self.body))
+
+    def mutating(self, name: str) -> bool:
+        """Does a call of step ``name`` change the state (in its body or a nested step's)?"""
+        d = self.step(name)
+        if isinstance(d, Leaf):
+            return bool(d.mutates)
+        if isinstance(d, Parent):
+            return any(self.mutating(c) for c in d.children)
+        if isinstance(d, Recursive):
+            return self.mutating(d.leaf)
+        return False
 
     def uses_tools(self) -> bool:
         return any(isinstance(s, Tool) for s in walk(self.body)) or any(
@@ -285,8 +352,18 @@ class Program:
                 out.add("method:" + {"Keyed": "key", "Plain": "nokey"}.get(s.target.split(".")[0], "self-param"))
             if isinstance(s, Spell) and s.cached:
                 out.add("spell:cached")
+            if isinstance(s, Ask):
+                out.add("ask:model" if s.schema else "ask:text")
         if any(hs.kind == "tool" for h in self._used_handlers() for hs in h.body):
             out.add("modules")
+        if any(hs.kind == "fallible" for h in self._used_handlers() for hs in h.body):
+            out.add("fallible:fanout")
+        if self.tool_state:
+            out.add(f"tool-state:{self.tool_state}")
+            if any(isinstance(d, Leaf) and d.mutates == "before" and d.is_async for d in self.steps):
+                out.add("tool-state:before-await")
+        if self.durability != "sync":
+            out.add(f"durability:{self.durability}")
         return out
 
 
@@ -295,150 +372,3 @@ def walk(body: tuple[Stmt, ...]):
         yield s
         if isinstance(s, Loop):
             yield from walk(s.body)
-
-
-# ------------------------------------------------------------------------------------------------
-# strategies
-# ------------------------------------------------------------------------------------------------
-
-
-def _concurrency_safe(steps: list[StepDef], name: str) -> bool:
-    d = next(s for s in steps if s.name == name)
-    if isinstance(d, Leaf):
-        return not d.cache and not d.is_async
-    if isinstance(d, Parent):
-        return all(_concurrency_safe(steps, c) for c in d.children)
-    return False
-
-
-@st.composite
-def handlers(draw: st.DrawFn, index: int, asyncs: list[str], concurrent: list[str]) -> Handler:
-    """A handler awaiting two or three steps (each statement calls at least one)."""
-    kinds = ["await", "await", "tool"] + (["call"] if concurrent else []) + (["gather"] if asyncs else [])
-    body = []
-    for _ in range(draw(st.integers(2, 3))):
-        kind = draw(st.sampled_from(kinds))
-        if kind == "await":
-            body.append(HStep("await", (draw(st.sampled_from(asyncs)),)))
-        elif kind == "call":
-            body.append(HStep("call", (draw(st.sampled_from(concurrent)),)))
-        elif kind == "gather":
-            body.append(HStep("gather", tuple(draw(st.lists(st.sampled_from(asyncs), min_size=2, max_size=3)))))
-        else:
-            body.append(HStep("tool", (draw(st.sampled_from(TOOL_MODULES)),)))
-    return Handler(f"handle{index}", tuple(body), background=draw(st.booleans()), named=draw(st.booleans()))
-
-
-@st.composite
-def programs(draw: st.DrawFn, max_depth: int = 2) -> Program:
-    """A random agent program of the grammar (shrinks towards one plain call)."""
-    steps: list[StepDef] = []
-    for i in range(draw(st.integers(1, 3))):
-        flavour = draw(st.sampled_from(["plain", "cache", "side_effect"]))
-        steps.append(Leaf(f"leaf{i}", draw(st.integers(2, 97)), draw(st.integers(0, 999)),
-                          cache=flavour == "cache", side_effect=flavour == "side_effect"))
-    for i in range(draw(st.sampled_from([0, 1, 1, 2]))):  # most programs have async steps, and fan-outs
-        steps.append(Leaf(f"aleaf{i}", draw(st.integers(2, 97)), draw(st.integers(0, 999)), is_async=True))
-    for i in range(draw(st.integers(0, 2))):
-        pool = [s.name for s in steps if isinstance(s, (Leaf, Parent)) and not getattr(s, "is_async", False)]
-        children = draw(st.lists(st.sampled_from(pool), min_size=1, max_size=3))
-        steps.append(Parent(f"parent{i}", tuple(children), draw(st.integers(0, 3))))
-    if draw(st.booleans()):
-        plain = [s.name for s in steps if isinstance(s, Leaf) and not s.is_async and not s.cache]
-        if plain:
-            steps.append(Recursive("rec0", draw(st.sampled_from(plain))))
-    asyncs = [s.name for s in steps if isinstance(s, Leaf) and s.is_async]
-    concurrent = [s.name for s in steps if _concurrency_safe(steps, s.name)]
-    hs = tuple(draw(handlers(i, asyncs, concurrent)) for i in range(draw(st.integers(1, 2)) if asyncs else 0))
-    is_async = draw(st.booleans())
-    uses_state = draw(st.booleans())
-    a = draw(st.tuples(*(st.integers(2, 97) for _ in range(4))))
-    b = draw(st.tuples(*(st.integers(2, 97) for _ in range(4))).filter(lambda t: t[0] != a[0] and t[2] != a[2]))
-    ctx = _Ctx(
-        # nested and recursive steps twice: a call is more often one of them than a leaf
-        calls=[s.name for s in steps if not (isinstance(s, Leaf) and s.is_async)]
-        + [s.name for s in steps if isinstance(s, (Parent, Recursive))],
-        asyncs=asyncs,
-        concurrent=concurrent,
-        handlers=[h.name for h in hs],
-        is_async=is_async,
-        uses_state=uses_state,
-    )
-    body = tuple(draw(st.lists(_stmts(ctx, 0, max_depth), min_size=2, max_size=6)))
-    return Program(tuple(steps), body, is_async=is_async, uses_state=uses_state,
-                   seed=draw(st.integers(0, 10**6)), handlers=hs, tools=(a, b))
-
-
-@dataclass
-class _Ctx:
-    calls: list[str]
-    asyncs: list[str]
-    concurrent: list[str]
-    handlers: list[str]
-    is_async: bool
-    uses_state: bool
-    kinds: list[str] = field(default_factory=list)
-
-
-_SMALL = st.integers(0, 3)
-
-
-def _stmts(ctx: _Ctx, depth: int, max_depth: int) -> st.SearchStrategy[Stmt]:
-    kinds = ["call"]
-    if depth < max_depth:
-        kinds.append("loop")
-    if ctx.concurrent:
-        kinds += ["map", "threads"]
-    if ctx.asyncs:
-        kinds.append("gather")
-        if ctx.is_async:
-            kinds.append("await")
-    if ctx.handlers:
-        kinds += ["fanout", "fanout"]
-        if ctx.is_async:
-            kinds.append("background")
-    kinds += ["identity", "value"]
-    if ctx.uses_state:
-        kinds.append("state")
-
-    @st.composite
-    def one(draw: st.DrawFn) -> Stmt:
-        kind = draw(st.sampled_from(kinds))
-        if kind == "call":
-            return Call(draw(st.sampled_from(ctx.calls)), draw(st.integers(1, 50)), draw(st.integers(0, 99)))
-        if kind == "await":
-            return Await(draw(st.sampled_from(ctx.asyncs)), draw(st.integers(1, 50)), draw(st.integers(0, 99)))
-        if kind == "loop":
-            body = draw(st.lists(_stmts(ctx, depth + 1, max_depth), min_size=1, max_size=3))
-            return Loop(draw(st.integers(1, 3)), tuple(body))
-        if kind == "map":
-            return Map(draw(st.sampled_from(ctx.concurrent)), draw(st.integers(1, 4)))
-        if kind == "threads":
-            return Threads(draw(st.sampled_from(ctx.concurrent)), draw(st.integers(1, 4)))
-        if kind == "gather":
-            return Gather(draw(st.sampled_from(ctx.asyncs)), draw(st.integers(1, 4)))
-        if kind == "fanout":
-            return FanOut(draw(st.sampled_from(ctx.handlers)), draw(st.integers(1, 4)), draw(st.sampled_from(FAN_HOWS)))
-        if kind == "background":
-            return Background()
-        if kind == "identity":
-            return draw(_identity())
-        if kind == "value":
-            return Value(draw(st.sampled_from(["now", "uuid", "random"])))
-        return StateOp(draw(st.sampled_from(["add", "append", "read"])))
-
-    return one()
-
-
-@st.composite
-def _identity(draw: st.DrawFn) -> Stmt:
-    """One call of the identity shapes: another module's same-named step, a closure, a method, a spelling."""
-    a, b = draw(st.integers(1, 50)), draw(st.integers(0, 99))
-    kind = draw(st.sampled_from(["tool", "closure", "method", "spell"]))
-    if kind == "tool":
-        return Tool(draw(st.sampled_from(TOOL_MODULES)), draw(st.sampled_from(["fetch", "lookup"])), a, b)
-    if kind == "closure":  # small parameter domains: two calls of one closure's name are likely
-        return Closure(draw(st.booleans()), draw(st.sampled_from([2, 3, 5])), draw(st.integers(0, 2)), a, b)
-    if kind == "method":
-        return Method(draw(st.sampled_from(sorted(METHODS))), draw(st.sampled_from([2, 3, 5])), draw(_SMALL), a, b)
-    return Spell(draw(st.booleans()), draw(st.sampled_from([None, 7, 9])), a, b)

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter, defaultdict
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -131,10 +131,25 @@ class Outcome:
     executions: list[dict[str, Any]]
     deliveries: list[dict[str, Any]]
     journal: dict[tuple, tuple]
+    #: the execution log as written: executions and the marks of slow steps, in order
+    log: list[dict[str, Any]] = field(default_factory=list)
+    #: every suspension: {"attempt", "qid", "question", "answer", "state" (published at the suspension)}
+    suspensions: list[dict[str, Any]] = field(default_factory=list)
+    #: the run's questions as stored at its end: qid -> (question, status, answer)
+    questions: dict[str, tuple] = field(default_factory=dict)
+    #: the attempts whose process a fault killed
+    killed: set[int] = field(default_factory=set)
+    #: the attempts a strict divergence stopped (a changed question): {attempt: stderr tail}
+    strict_stops: dict[int, str] = field(default_factory=dict)
 
     def calls(self) -> dict[str, Any]:
         """Call path -> journal entry, for the entries of steps (not values, not state)."""
         return {_cp(e.path, e.name, e.idx): e for e in self.entries if e.kind == "step"}
+
+    def answers(self) -> dict[str, Any]:
+        """Call path -> recorded answer (JSON), for the journal's questions."""
+        return {_cp(*key): json.loads(rec[2] if isinstance(rec[2], str) else rec[2].decode())
+                for key, rec in self.journal.items() if rec[4] == "ask"}
 
 
 @dataclass
@@ -143,8 +158,20 @@ class Figures:
     kills_planned: int = 0
     kills_fired: int = 0
     live_steps: int = 0
+    suspensions: int = 0
     seconds: float = 0.0
     shapes: set[str] = field(default_factory=set)
+
+
+@dataclass
+class AskPlan:
+    """How the crash run changes its questions: after the ``flip_after``-th suspension (0: never)
+    $HARNESS_ASKV, part of every question's text, goes from "v1" to "v2"; a strict program that
+    stops on the changed question (DivergenceError) gets "v1" back and goes on."""
+
+    flip_after: int = 0
+    value: str = "v1"
+    flipped_at: int | None = None  # the suspension count at the flip
 
 
 def _cp(path: str, name: str, idx: str) -> str:
@@ -161,16 +188,24 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def _collect(url: str, run_id: str, result: Any, log: Path, sink: Path) -> Outcome:
+def _collect(url: str, run_id: str, result: Any, log: Path, sink: Path, key: str = "Notes") -> Outcome:
     from suture.config import get_store
 
     store = get_store(url)
-    raw = store.state_get("Notes")
+    raw = store.state_get(key)
+    lines = _read_jsonl(log)
     return Outcome(
         result=result, state=json.loads(raw) if raw else None, entries=store.list_entries(run_id),
         attempts=store.list_attempts(run_id), events=store.list_events(run_id),
-        executions=_read_jsonl(log), deliveries=_read_jsonl(sink), journal=store.load_journal(run_id),
+        executions=[e for e in lines if "mark" not in e], deliveries=_read_jsonl(sink),
+        journal=store.load_journal(run_id), log=lines,
+        questions={q.qid: (q.question, q.status, q.answer) for q in store.questions(run_id, status=None)},
     )
+
+
+def answer_for(question: str) -> int:
+    """The number the harness answers to ``question`` (a function of its text only)."""
+    return zlib.crc32(question.encode()) % 1000
 
 
 class Harness:
@@ -188,63 +223,128 @@ class Harness:
         self.modules = sorted(modules or {})
         self.figures = Figures()
         self.env = base_env()
+        self.answered = 0
+
+    def url(self, name: str) -> str:
+        return f"sqlite:///{self.dir / (name + '.db')}"
 
     def _start(self, name: str, run_id: str, extra: dict[str, str]) -> Finished:
-        env = dict(self.env, SUTURE_STORE_URL=f"sqlite:///{self.dir / (name + '.db')}",
-                   HARNESS_LOG=str(self.dir / f"{name}.log"), HARNESS_SINK=str(self.dir / f"{name}.sink"), **extra)
+        env = dict(self.env, SUTURE_STORE_URL=self.url(name), HARNESS_LOG=str(self.dir / f"{name}.log"),
+                   HARNESS_SINK=str(self.dir / f"{name}.sink"), **extra)
         self.figures.processes += 1
         return self.spawner.run([str(self.program), run_id], env, self.dir)
 
-    def uninterrupted(self, name: str, values: dict[str, list] | None = None) -> Outcome:
-        extra = {}
+    def answer(self, name: str, run_id: str, attempt: int) -> dict[str, Any]:
+        """The run waits for an answer: give it, through ``suture answer`` (the CLI) and the store API
+        in turn; return the suspension (with the state the run published when it suspended)."""
+        from suture.config import get_store
+
+        store = get_store(self.url(name))
+        pending = store.questions(run_id)
+        if len(pending) != 1:
+            raise AssertionError(f"attempt {attempt} of run {run_id!r} suspended with {len(pending)} pending "
+                                 f"questions (one expected): {pending}")
+        q = pending[0]
+        n = answer_for(q.question)
+        value: Any = str(n) if q.schema_ == {"type": "string"} else {"value": n}
+        self.answered += 1
+        if self.answered % 2:
+            script = self.dir / "answer_cli.py"
+            script.write_text("import sys\nfrom suture.cli import main\nsys.argv[0] = 'suture'\nmain()\n")
+            env = dict(self.env, SUTURE_STORE_URL=self.url(name))
+            self.figures.processes += 1
+            done = self.spawner.run([str(script), "answer", run_id, "--question", q.qid, "--json",
+                                     json.dumps(value)], env, self.dir)
+            if done.returncode != 0:
+                raise AssertionError(f"suture answer failed (exit {done.returncode}):\n{done.stdout}{done.stderr}")
+        else:
+            store.question_answer(run_id, q.qid, value)
+        raw = store.state_get("Notes")
+        self.figures.suspensions += 1
+        return {"attempt": attempt, "qid": q.qid, "question": q.question, "answer": value,
+                "state": json.loads(raw) if raw else None}
+
+    def uninterrupted(self, name: str, values: dict[str, list] | None = None, ask_value: str = "v1",
+                      max_processes: int = 40) -> Outcome:
+        """A run without faults (answering its questions, if it asks any)."""
+        extra = {"HARNESS_ASKV": ask_value}
         if values is not None:
             path = self.dir / f"{name}.values.json"
             path.write_text(json.dumps(values))
             extra["HARNESS_VALUES"] = str(path)
-        done = self._start(name, name, extra)
-        if done.returncode != 0:
-            raise AssertionError(f"the {name} run failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-        return self._outcome(name, json.loads(done.stdout))
+        suspensions = []
+        for attempt in range(1, max_processes + 1):
+            done = self._start(name, name, extra)
+            if done.returncode == 75:
+                suspensions.append(self.answer(name, name, attempt))
+                continue
+            if done.returncode != 0:
+                raise AssertionError(f"the {name} run failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+            out = self._outcome(name, json.loads(done.stdout))
+            out.suspensions = suspensions
+            return out
+        raise AssertionError(f"the {name} run did not finish in {max_processes} processes")
 
     def _outcome(self, name: str, result: Any) -> Outcome:
-        return _collect(f"sqlite:///{self.dir / (name + '.db')}", name, result, self.dir / f"{name}.log",
-                        self.dir / f"{name}.sink")
+        return _collect(self.url(name), name, result, self.dir / f"{name}.log", self.dir / f"{name}.sink")
 
     def crash_run(self, choose_kill: Callable[[int, int], tuple[str, str, int] | None], live_total: int,
-                  max_processes: int = 12) -> Outcome:
+                  max_processes: int = 12, plan: AskPlan | None = None) -> Outcome:
         """Attempts of run ``crash`` until one finishes; ``choose_kill(attempt, remaining)`` gives the
-        fault of each attempt as (kind, when, nth) or ``None`` (no fault: run to the end)."""
+        fault of each attempt as (kind, when, nth) or ``None`` (no fault: run to the end). A suspended
+        attempt is answered (and ``plan`` may change the questions); it does not count as a process."""
         from suture.config import get_store
 
+        plan = plan or AskPlan()
         faults: list[dict[str, Any]] = []
-        store_url = f"sqlite:///{self.dir / 'crash.db'}"
-        for attempt in range(1, max_processes + 1):
+        suspensions: list[dict[str, Any]] = []
+        killed: set[int] = set()
+        stops: dict[int, str] = {}
+        attempt = 0
+        while attempt - len(suspensions) < max_processes:
+            attempt += 1
             committed = 0
             if attempt > 1:
-                committed = sum(1 for e in get_store(store_url).list_entries("crash")
+                committed = sum(1 for e in get_store(self.url("crash")).list_entries("crash")
                                 if e.source == "live" and e.kind != "state")
-            kill = choose_kill(attempt, max(1, live_total - committed))
+            kill = choose_kill(attempt - len(suspensions), max(1, live_total - committed))
             if kill is not None:
                 kind, when, nth = kill
                 self.figures.kills_planned += 1
                 faults.append({"kind": kind, "when": when, "nth": nth, "attempt": attempt,
                                "marker": str(self.dir / f"fired-{attempt}")})
-            done = self._start("crash", "crash", {"SUTURE_FAULTS": json.dumps(faults)} if faults else {})
+            extra = {"HARNESS_ASKV": plan.value}
+            if faults:
+                extra["SUTURE_FAULTS"] = json.dumps(faults)
+            done = self._start("crash", "crash", extra)
             fired = (self.dir / f"fired-{attempt}").exists()
             if done.returncode == 0:
                 if fired:
                     raise AssertionError(f"attempt {attempt}: the fault fired but the process finished")
-                return self._outcome("crash", json.loads(done.stdout))
+                out = self._outcome("crash", json.loads(done.stdout))
+                out.suspensions, out.killed, out.strict_stops = suspensions, killed, stops
+                return out
+            if done.returncode == 75 and not fired:  # waiting for an answer
+                suspensions.append(self.answer("crash", "crash", attempt))
+                if plan.flip_after == len(suspensions):
+                    plan.value, plan.flipped_at = "v2", len(suspensions)
+                continue
+            if (plan.value == "v2" and not fired and done.returncode == 1 and "DivergenceError" in done.stderr
+                    and not stops):  # a strict program stopped on its changed question: change it back
+                stops[attempt] = done.stderr[-3000:]
+                plan.value = "v1"
+                continue
             expected = {"sigkill": -signal.SIGKILL, "sigterm": -signal.SIGTERM}.get(kill[0] if kill else "")
             if not fired or done.returncode != expected:
                 raise AssertionError(
                     f"crash run attempt {attempt} ended with exit {done.returncode} "
                     f"(fault {faults[-1] if kill else None}, fired: {fired}):\n{done.stderr[-3000:]}"
                 )
+            killed.add(attempt)
             self.figures.kills_fired += 1
-        raise AssertionError(f"the crash run did not finish in {max_processes} processes")
+        raise AssertionError(f"the crash run did not finish in {max_processes} processes (and its suspensions)")
 
-    def replay_check(self) -> None:
+    def replay_check(self, ask_value: str = "v1") -> None:
         """``assert_replays`` on the finished crash run, in a fresh process (agent loaded from the run's entry)."""
         script = self.dir / "replay_check.py"
         script.write_text(
@@ -252,8 +352,8 @@ class Harness:
             "try:\n    assert_replays('crash')\nexcept AssertionError as exc:\n"
             "    print(exc, file=sys.stderr)\n    sys.exit(3)\n"
         )
-        env = dict(self.env, SUTURE_STORE_URL=f"sqlite:///{self.dir / 'crash.db'}",
-                   HARNESS_LOG=str(self.dir / "replay.log"), HARNESS_SINK=str(self.dir / "replay.sink"))
+        env = dict(self.env, SUTURE_STORE_URL=self.url("crash"), HARNESS_LOG=str(self.dir / "replay.log"),
+                   HARNESS_SINK=str(self.dir / "replay.sink"), HARNESS_ASKV=ask_value)
         self.figures.processes += 1
         done = self.spawner.run([str(script)], env, self.dir)
         if done.returncode != 0:
@@ -272,85 +372,3 @@ def recorded_values(outcome: Outcome) -> dict[str, list[Any]]:
         text = rec[2] if isinstance(rec[2], str) else rec[2].decode()
         out[kind].append((int(idx), json.loads(text)))
     return {k: [v for _, v in sorted(vs)] for k, vs in out.items()}
-
-
-# ------------------------------------------------------------------------------------------------
-# the invariants
-# ------------------------------------------------------------------------------------------------
-
-
-def exactly_once(out: Outcome, label: str) -> None:
-    """Each call executed once, in the attempt that recorded it (0 times if from the cache)."""
-    calls = out.calls()
-    counts = Counter(e["path"] for e in out.executions)
-    for cp, entry in calls.items():
-        expected = 0 if entry.source == "cache" else 1
-        if counts.get(cp, 0) != expected:
-            raise AssertionError(f"{label}: call {cp} executed {counts.get(cp, 0)} times, expected {expected}")
-    extra = set(counts) - set(calls)
-    if extra:
-        raise AssertionError(f"{label}: executions of calls the journal does not hold: {sorted(extra)}")
-
-
-def check_crash_run(crash: Outcome, oracle: Outcome, kills: int) -> int:
-    """The invariants of the crash run against its oracle; returns how many executions were in flight."""
-    # 1. result and state
-    if crash.result != oracle.result:
-        raise AssertionError(f"result differs: crash run {crash.result!r}, oracle {oracle.result!r}")
-    if crash.state != oracle.state:
-        raise AssertionError(f"final state differs: crash run {crash.state!r}, oracle {oracle.state!r}")
-    # 2. strict mode never diverged
-    diverged = [e for e in crash.events if e["kind"] == "divergence"]
-    if diverged or any((a.stats or {}).get("diverged") for a in crash.attempts):
-        raise AssertionError(f"the crash run diverged: {diverged}")
-    # 3. the journal has the shape of the uninterrupted run's
-    shape = {cp: e.source for cp, e in crash.calls().items()}
-    want = {cp: e.source for cp, e in oracle.calls().items()}
-    if shape != want:
-        missing = sorted(set(want) - set(shape))
-        more = sorted(set(shape) - set(want))
-        other = sorted(cp for cp in set(shape) & set(want) if shape[cp] != want[cp])
-        raise AssertionError(f"the crash run's journal differs from the oracle's: missing {missing[:10]}, "
-                             f"extra {more[:10]}, other source {other[:10]}")
-    # 4. every completed call executed exactly once; in flight at a kill: once more per kill
-    final = max(a.attempt for a in crash.attempts)
-    killed = set(range(1, final))
-    per: dict[str, Counter[int]] = defaultdict(Counter)
-    for e in crash.executions:
-        per[e["path"]][e["attempt"]] += 1
-    in_flight = 0
-    calls = crash.calls()
-    for cp, entry in calls.items():
-        by_attempt = per.get(cp, Counter())
-        expected = 0 if entry.source == "cache" else 1
-        if by_attempt.get(entry.attempt, 0) != expected:
-            raise AssertionError(f"call {cp} executed {by_attempt.get(entry.attempt, 0)} times in attempt "
-                                 f"{entry.attempt}, which recorded it ({entry.source}); expected {expected}")
-        for a, n in by_attempt.items():
-            if a == entry.attempt:
-                continue
-            if a > entry.attempt:
-                raise AssertionError(f"call {cp} completed in attempt {entry.attempt} and executed again in attempt {a}")
-            if a not in killed or n > 1:
-                raise AssertionError(f"call {cp} executed {n} times in attempt {a} without completing there")
-            in_flight += 1
-    unknown = set(per) - set(calls)
-    if unknown:
-        raise AssertionError(f"executions of calls that never completed: {sorted(unknown)[:10]}")
-    if in_flight and not kills:
-        raise AssertionError("executions in flight without any kill")
-    # 5. the sink, deduplicated by idempotency key, saw each side effect once, as the oracle's
-    seen: dict[str, Any] = {}
-    raw = Counter()
-    for d in crash.deliveries:
-        key = d["key"].split(":", 1)[1]  # without the run id
-        raw[key] += 1
-        if key in seen and seen[key] != d["value"]:
-            raise AssertionError(f"side effect {key} delivered twice with different values: {seen[key]} / {d['value']}")
-        seen[key] = d["value"]
-    want_sink = {d["key"].split(":", 1)[1]: d["value"] for d in oracle.deliveries}
-    if seen != want_sink:
-        raise AssertionError(f"the deduplicated sink differs from the oracle's: {seen} != {want_sink}")
-    if any(n > 1 + kills for n in raw.values()):
-        raise AssertionError(f"a side effect was sent more than once per kill: {raw}")
-    return in_flight

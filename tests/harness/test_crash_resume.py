@@ -15,85 +15,33 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
-import time
 
 import pytest
-from hypothesis import HealthCheck, given, note, seed, settings
-from hypothesis import strategies as st
+from hypothesis import given, note, seed, settings
 
+from checks import COMMON, KILLS, check, kill_chooser
 from grammar import (
-    Await, Background, Call, Closure, FanOut, Gather, Handler, HStep, Leaf, Loop, Map, Method, Parent, Program,
-    Recursive, Spell, StateOp, Threads, Tool, Value, programs,
+    Await, Background, Call, Closure, Fallible, FanOut, Flaky, Gather, Handler, HStep, Leaf, Loop, Map, Method,
+    Parent, Program, Recursive, Slow, Spell, StateOp, Threads, Tool, Value,
 )
 from render import render, render_files
-from runner import FIGURES, SESSION, WHENS, Figures, Harness, Spawner, check_crash_run, exactly_once, recorded_values
+from runner import SESSION, Spawner
+from strategies import programs
 
-KINDS = ("sigkill", "sigterm")
-MAX_KILLS = 3
-
-
-def check(program: Program, spawner: Spawner, workdir, choose_kill, label: str = "",
-          source: str | None = None, modules: dict[str, str] | None = None) -> Figures:
-    """Reference, crash run, oracle, invariants and replay check of one program (``source`` and
-    ``modules`` replace the rendered script and modules: the harness's own tests break them)."""
-    t0 = time.perf_counter()
-    files = render_files(program)
-    rendered = files.pop("program.py")
-    files.update(modules or {})
-    h = Harness(spawner, workdir, source or rendered, files)
-    try:
-        ref = h.uninterrupted("reference")
-        exactly_once(ref, "reference")
-        live = sum(1 for e in ref.entries if e.source == "live" and e.kind != "state")
-        h.figures.live_steps = live
-        crash = h.crash_run(choose_kill, live)
-        if program.reads_values():
-            oracle = h.uninterrupted("oracle", recorded_values(crash))
-            exactly_once(oracle, "oracle")
-        else:
-            oracle = ref  # nothing read outside the journal: the reference is the oracle
-        check_crash_run(crash, oracle, h.figures.kills_fired)
-        h.replay_check()
-    except AssertionError as exc:
-        raise AssertionError(
-            f"{exc}\n\n{label}workdir: {workdir}\nprogram ({workdir / 'program.py'}"
-            f"{', importing ' + ', '.join(h.modules) + ' beside it' if h.modules else ''}):\n{h.source}"
-        ) from None
-    h.figures.seconds = time.perf_counter() - t0
-    h.figures.shapes = program.shapes()
-    FIGURES.append(h.figures)
-    return h.figures
-
-
-#: three kills per program: (kind, point, where among the calls still to run, in thousandths)
-KILLS = st.lists(st.tuples(st.sampled_from(KINDS), st.sampled_from(WHENS), st.integers(0, 999)),
-                 min_size=MAX_KILLS, max_size=MAX_KILLS)
-
-
-def _kill_chooser(kills: list[tuple[str, str, int]]):
-    """The fault of each attempt. Everything is drawn up front (the number of calls left to run
-    depends on timing under concurrency, so a draw must not): attempt i is killed at the call
-    ``1 + permille * remaining // 1000`` of those it runs live."""
-
-    def choose(attempt: int, remaining: int):
-        if attempt > len(kills):
-            return None
-        kind, when, permille = kills[attempt - 1]
-        return kind, when, 1 + permille * remaining // 1000
-
-    return choose
-
-
-_COMMON = dict(deadline=None, database=None, print_blob=True,
-               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                      HealthCheck.filter_too_much])
-
-
-@settings(max_examples=40, derandomize=True, **_COMMON)
+@settings(max_examples=40, derandomize=True, **COMMON)
 @given(program=programs(), kills=KILLS)
 def test_crash_and_resume(program, kills, spawner, tmp_path_factory):
     note(f"kills: {kills}\nprogram:\n{render(program)}")
-    check(program, spawner, tmp_path_factory.mktemp("program"), _kill_chooser(kills), f"derandomized; kills {kills}; ")
+    check(program, spawner, tmp_path_factory.mktemp("program"), kill_chooser(kills), f"derandomized; kills {kills}; ")
+
+
+@settings(max_examples=12, derandomize=True, **COMMON)
+@given(program=programs(tool_states=("seq", "fan")), kills=KILLS)
+def test_crash_and_resume_tools_changing_state(program, kills, spawner, tmp_path_factory):
+    """Programs whose tools change the state, called sequentially (exact) or also concurrently —
+    fan-outs, maps, threads — (at-least-once): more of them than the main test draws."""
+    note(f"kills: {kills}\nprogram:\n{render(program)}")
+    check(program, spawner, tmp_path_factory.mktemp("program"), kill_chooser(kills), f"tools; kills {kills}; ")
 
 
 LONG_SEED = int(os.environ.get("HARNESS_SEED") or random.SystemRandom().randrange(2**32))
@@ -101,12 +49,12 @@ LONG_SEED = int(os.environ.get("HARNESS_SEED") or random.SystemRandom().randrang
 
 @pytest.mark.long
 @seed(LONG_SEED)
-@settings(max_examples=500, **_COMMON)
+@settings(max_examples=500, **COMMON)
 @given(program=programs(), kills=KILLS)
 def test_crash_and_resume_long(program, kills, spawner, tmp_path_factory):
     SESSION["seed"] = LONG_SEED
     note(f"HARNESS_SEED={LONG_SEED}\nkills: {kills}\nprogram:\n{render(program)}")
-    check(program, spawner, tmp_path_factory.mktemp("program"), _kill_chooser(kills),
+    check(program, spawner, tmp_path_factory.mktemp("program"), kill_chooser(kills),
           f"HARNESS_SEED={LONG_SEED}; kills {kills}; ")
 
 
@@ -133,6 +81,19 @@ HANDLERS = (
 
 def _fan(handler: str, n: int, how: str) -> FanOut:
     return FanOut(handler, n, how)
+
+
+#: tools that change the state in their bodies (an async one before its await, one after), a nested
+#: step calling one, a step that fails for even inputs and its side-effecting fallback
+TOOLS = (Leaf("tool0", 23, 4, mutates="after"), Leaf("atool0", 29, 6, is_async=True, mutates="before"),
+         Leaf("atool1", 31, 8, is_async=True, mutates="after", side_effect=True),
+         Parent("parent2", ("tool0", "leaf1"), loop=2), Flaky("flaky0", 37, 5, 2),
+         Leaf("fallback0", 41, 7, side_effect=True))
+HANDLERS2 = HANDLERS + (
+    Handler("handle3", (HStep("await", ("atool0",)), HStep("await", ("atool1",)), HStep("call", ("tool0",)))),
+    Handler("handle4", (HStep("fallible", ("flaky0", "fallback0")), HStep("await", ("aleaf0",)),
+                        HStep("fallible", ("flaky0", "fallback0"))), named=True),
+)
 
 _SHAPES = {
     "loop": Program(STEPS, (Loop(3, (Call("leaf0", 3, 1), Loop(2, (Call("leaf1", 1, 2),)))),)),
@@ -174,6 +135,26 @@ _SHAPES = {
                                         Method("weigh", 2, 0, 1, 0), Method("weigh", 3, 0, 1, 0))))),
     "spellings": Program(STEPS, (Loop(3, (Spell(False, None, 1, 0), Spell(True, None, 1, 0), Spell(True, 9, 1, 0))),
                                  Spell(False, 7, 3, 1), Spell(True, 7, 2, 2))),
+    # state changed inside tools: sequentially (exact), and in fan-outs, map and threads (at-least-once)
+    "tool-state-seq": Program(STEPS + TOOLS, (Call("tool0", 1, 1), StateOp("add"), Await("atool0", 2, 3),
+                                              Loop(3, (Call("tool0", 1, 0), StateOp("log"), Await("atool1", 1, 1))),
+                                              StateOp("append"), Call("parent0", 1, 0), Call("tool0", 3, 0)),
+                              is_async=True, uses_state=True, tool_state="seq"),
+    "tool-state-nested": Program(STEPS + TOOLS, (Call("tool0", 1, 1), Loop(3, (Call("parent2", 1, 0), StateOp("log"))),
+                                                 Call("tool0", 3, 0)), uses_state=True, tool_state="seq"),
+    "tool-state-fan": Program(STEPS + TOOLS, (Call("tool0", 1, 1), _fan("handle3", 4, "gather"), StateOp("add"),
+                                              Map("tool0", 3), _fan("handle3", 3, "taskgroup"), Threads("parent2", 2),
+                                              Gather("atool0", 3)),
+                              is_async=True, uses_state=True, tool_state="fan", handlers=HANDLERS2),
+    # a step failure the agent catches, then a side-effecting fallback: in the agent and in fan-out branches
+    "fallible": Program(STEPS + TOOLS, (Loop(3, (Fallible("flaky0", "fallback0", 1, 0), Call("leaf0", 1, 1))),
+                                        Fallible("flaky0", "fallback0", 2, 1), Call("leaf3", 1, 0))),
+    "fallible-fanout": Program(STEPS + TOOLS, (_fan("handle4", 4, "gather"), Fallible("flaky0", "fallback0", 1, 1),
+                                               _fan("handle4", 3, "create_task")), is_async=True, handlers=HANDLERS2),
+    # batch durability: the slow call is the third live one (the 3-kills plan kills it before its commit)
+    "batch-slow": Program(STEPS, (Call("leaf0", 1, 0), Call("leaf3", 1, 1), Slow(1, 2), Call("leaf0", 2, 0),
+                                  Loop(2, (Call("leaf1", 1, 3),)), Slow(2, 1), Call("leaf3", 3, 1)),
+                          durability="batch"),
 }
 SHAPES = {name: dataclasses.replace(p, seed=4242 + i) for i, (name, p) in enumerate(sorted(_SHAPES.items()))}
 
@@ -225,7 +206,7 @@ def test_the_harness_catches_same_named_steps_that_mix(spawner, tmp_path):
     bare = {name: text.replace("@suture.step(cache=True)\ndef lookup", "@suture.step(cache=True, name='lookup')\ndef lookup")
             for name, text in files.items() if name.startswith("tools_")}
     assert all("name='lookup'" in text for text in bare.values())
-    with pytest.raises(AssertionError, match=r"tools_b.lookup returned \d+, expected \d+: a result of another"):
+    with pytest.raises(AssertionError, match=r"tools_[ab].lookup returned \d+, expected \d+: a result of another"):
         check(program, spawner, tmp_path, lambda attempt, remaining: None, modules=bare)
 
 
