@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 import pytest
-from conformance_agents import executions
+from conformance_agents import executions, pids
 from conformance_drivers import DRIVERS
 
 import suture
@@ -48,6 +48,10 @@ def test_a_transient_error_mid_run_heals_and_no_completed_step_runs_twice(driver
     rec = store.get_run(out.run_id)
     assert rec.status == "succeeded"
     assert [a.status for a in store.list_attempts(out.run_id)] == ["succeeded"]  # healed within the attempt
+    if driver.name == "local-isolated":
+        assert os.getpid() not in pids(str(step_log)) and len(pids(str(step_log))) == 1  # one child process
+    else:
+        assert pids(str(step_log)) == {os.getpid()}
     if driver.orchestrated:
         assert out.orchestrator_runs == 1  # no Prefect retry was needed
 

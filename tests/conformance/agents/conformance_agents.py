@@ -19,9 +19,9 @@ def log(name: str) -> int:
     """Record one execution of step ``name``; return how many executions of it there were so far."""
     path = os.environ["CONF_LOG"]
     with open(path, "a", encoding="utf-8") as fh:
-        fh.write(name + "\n")
+        fh.write(f"{name} {os.getpid()}\n")
     with open(path, encoding="utf-8") as fh:
-        return sum(1 for line in fh if line.strip() == name)
+        return sum(1 for line in fh if line.split()[0] == name)
 
 
 def executions(path: str) -> dict[str, int]:
@@ -30,8 +30,14 @@ def executions(path: str) -> dict[str, int]:
         with open(path, encoding="utf-8") as fh:
             for line in fh:
                 if line.strip():
-                    counts[line.strip()] = counts.get(line.strip(), 0) + 1
+                    counts[line.split()[0]] = counts.get(line.split()[0], 0) + 1
     return counts
+
+
+def pids(path: str) -> set[int]:
+    """The processes the steps executed in."""
+    with open(path, encoding="utf-8") as fh:
+        return {int(line.split()[1]) for line in fh if line.strip()}
 
 
 @suture.step(name="conf-s1")
