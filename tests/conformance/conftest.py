@@ -96,3 +96,17 @@ def step_log(tmp_path, monkeypatch):
     monkeypatch.delenv("CONF_FLAKY_FAILS", raising=False)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(AGENTS), str(ROOT), os.environ.get("PYTHONPATH", "")]))
     return path
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Run this suite's Prefect cells after every other test. Prefect reads its settings when it is
+    first imported, and tests/prefect/conftest.py starts its server (and sets PREFECT_API_URL) only
+    when its first test runs: imported earlier by us, Prefect would keep our server for its tests.
+    Run last, our cells find that session server alive and use it (conformance_prefect_server)."""
+    def ours_prefect(item) -> bool:
+        path = Path(str(getattr(item, "path", "")))
+        callspec = getattr(item, "callspec", None)
+        adapter = callspec.params.get("driver", "") if callspec is not None else ""
+        return HERE in path.parents and str(adapter).startswith("prefect")
+
+    items[:] = [i for i in items if not ours_prefect(i)] + [i for i in items if ours_prefect(i)]
