@@ -190,13 +190,15 @@ class RunHandle:
             return True, self.store.get_result(self.run_id)
         return False, None
 
-    def release_finished(self, raw: tuple[Any, str]) -> None:
-        """The run had already succeeded: give the lease back, keeping its status and result."""
-        import logging
+    def release_finished(self, raw: tuple[Any, str], *, earlier: bool = True) -> None:
+        """Give the lease back keeping the succeeded status and result ``raw`` — of an earlier call
+        (``earlier``: said in the log, with how to run it again), or of a child attempt just now."""
+        if earlier:
+            import logging
 
-        logging.getLogger("suture").warning(
-            "run %s already succeeded: returning its stored result without running it (to run it again "
-            "from scratch: %s)", self.run_id, command("suture", "reset", self.run_id))
+            logging.getLogger("suture").warning(
+                "run %s already succeeded: returning its stored result without running it (to run it again "
+                "from scratch: %s)", self.run_id, command("suture", "reset", self.run_id))
         self.release_lease_only()
         self.store.release_run(self.run_id, self.token, "succeeded", result=raw[0], serializer=raw[1])
 

@@ -314,7 +314,7 @@ def run_isolated(agent: Any, args: tuple, kwargs: dict, run_id: str) -> Any:
             if status == "succeeded":
                 raw = (base64.b64decode(outcome["result"]) if outcome.get("binary") else outcome["result"],
                        outcome["serializer"])
-                h.release_finished(raw)
+                h.release_finished(raw, earlier=False)  # the child succeeded just now
                 emit("suture_run_end", run=h.info, status="succeeded", error=None)
                 h.publish_report("succeeded")
                 return agent.decode_result(raw)

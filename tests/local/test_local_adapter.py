@@ -76,8 +76,8 @@ def test_sigterm_preemption_of_the_child_does_not_spend_the_budget(env, store):
                             stderr=subprocess.PIPE, text=True)
     pid_file = Path(env["STEP_LOG"] + ".pid")
     deadline = time.monotonic() + 30
-    while not pid_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    while not (pid_file.exists() and pid_file.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)  # written, not just created
     os.kill(int(pid_file.read_text()), signal.SIGTERM)  # the node running the attempt is preempted
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
@@ -93,8 +93,8 @@ def test_sigterm_to_the_parent_is_forwarded_and_the_run_resumes(env, store):
                             stderr=subprocess.PIPE, text=True)
     pid_file = Path(env["STEP_LOG"] + ".pid")
     deadline = time.monotonic() + 30
-    while not pid_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    while not (pid_file.exists() and pid_file.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)  # written, not just created
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
@@ -124,8 +124,8 @@ def test_resume_relaunches_a_crashed_run(env, store):
                             stderr=subprocess.PIPE, start_new_session=True)
     pid_file = Path(env["STEP_LOG"] + ".pid")
     deadline = time.monotonic() + 30
-    while not pid_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    while not (pid_file.exists() and pid_file.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)  # written, not just created
     os.killpg(proc.pid, signal.SIGKILL)
     os.kill(int(pid_file.read_text()), signal.SIGKILL)
     proc.wait()
