@@ -154,12 +154,9 @@ def test_a_handled_failure_runs_the_fallback_once(driver, store, step_log):
 STORED = "already succeeded: returning its stored result without running it"
 
 
-def test_only_a_completed_run_says_it_returned_its_stored_result(driver, store, step_log, request):
-    """The warning a completed run's second call logs is not logged by a live run."""
-    if driver.name == "local-isolated":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "suture bug: the isolated runner ends a live success with RunHandle.release_finished "
-            "(suture/adapters/local.py), which logs that the run already succeeded and was not run")))
+def test_only_a_completed_run_says_it_returned_its_stored_result(driver, store, step_log):
+    """The warning a completed run's second call logs is not logged by a live run (it was, by an
+    isolated run's live success, before 19d3bc2)."""
     import logging
 
     class Collect(logging.Handler):
