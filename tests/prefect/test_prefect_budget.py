@@ -229,14 +229,23 @@ def test_suture_answer_resumes_a_paused_flow_run(store, prefect_env):
     deadline = time.monotonic() + 60
     while not store.questions(status="pending") and time.monotonic() < deadline:
         time.sleep(0.2)
-    (q,) = store.questions(status="pending")  # `suture runs --waiting` lists it
-    waiting = subprocess.run([sys.executable, "-m", "suture", "runs", "--waiting"], env=prefect_env,
-                             capture_output=True, text=True, timeout=60)
-    assert "ship the release?" in waiting.stdout, waiting.stdout + waiting.stderr
-    done = subprocess.run([sys.executable, "-m", "suture", "answer", q.run_id, "--json", '"yes"'], env=prefect_env,
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0 and "resumed" in done.stdout, done.stdout + done.stderr
-    t.join(60)
+    try:
+        (q,) = store.questions(status="pending")  # `suture runs --waiting` lists it
+        waiting = subprocess.run([sys.executable, "-m", "suture", "runs", "--waiting"], env=prefect_env,
+                                 capture_output=True, text=True, timeout=60)
+        assert "ship the release?" in waiting.stdout, waiting.stdout + waiting.stderr
+        done = subprocess.run([sys.executable, "-m", "suture", "answer", q.run_id, "--json", '"yes"'],
+                              env=prefect_env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and "resumed" in done.stdout, done.stdout + done.stderr
+    finally:  # never leave the flow run paused (and its run active) for the tests after this one
+        t.join(60)
+        if t.is_alive():
+            from prefect.flow_runs import resume_flow_run
+
+            flow_run_id = store.get_run(q.run_id).labels.get("flow_run_id") if store.questions() else None
+            if flow_run_id:
+                resume_flow_run(flow_run_id, run_input={"answer": "no"})
+            t.join(60)
     assert out["state"].is_completed(), out["state"]
     assert out["state"].result() == "approved: yes"
     assert not store.questions(status="pending")
