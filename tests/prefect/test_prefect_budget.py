@@ -242,7 +242,8 @@ def test_suture_answer_resumes_a_paused_flow_run(store, prefect_env):
         if t.is_alive():
             from prefect.flow_runs import resume_flow_run
 
-            flow_run_id = store.get_run(q.run_id).labels.get("flow_run_id") if store.questions() else None
+            asked = store.questions(status=None)
+            flow_run_id = store.get_run(asked[0].run_id).labels.get("flow_run_id") if asked else None
             if flow_run_id:
                 resume_flow_run(flow_run_id, run_input={"answer": "no"})
             t.join(60)
