@@ -52,7 +52,8 @@ class RunState:
     """A run's private state in one attempt: the objects it holds, the snapshots its journal
     carries, the last one restored per key and the versions it read or published."""
 
-    __slots__ = ("slots", "steps", "bases", "restored", "latest", "clock", "touched", "befores", "first")
+    __slots__ = ("slots", "steps", "bases", "restored", "latest", "clock", "touched", "befores", "first",
+                 "concurrent", "merged")
 
     def __init__(self) -> None:
         self.slots: dict[str, StateSlot] = {}
@@ -72,6 +73,9 @@ class RunState:
         self.befores: dict[tuple[int, str], str] = {}
         #: the value each key had when this attempt first held it
         self.first: dict[str, str] = {}
+        #: per key, the seqs of concurrent steps' records (in order), and those merged in this attempt
+        self.concurrent: dict[str, list[int]] = {}
+        self.merged: set[tuple[int, str]] = set()
 
     @classmethod
     def load(cls, snapshots: list[tuple]) -> RunState:
@@ -92,9 +96,8 @@ class RunState:
         """A replayed record ``seq``: put its snapshots back in place, unless a newer one of that key
         was already restored or written (a fan-out replays in another order than it ran)."""
         for key, text in self.steps.get(seq, ()):
-            before = self.befores.get((seq, key))
-            if before is not None:  # a concurrent step's change: merged into what the object holds now
-                self._merge_in(key, before, text, run_id)
+            if (seq, key) in self.befores:  # a concurrent step's change: merged into what the object holds now
+                self._merge_upto(key, seq, run_id)
                 continue
             if self.restored.get(key, -1) >= seq:
                 continue
@@ -107,6 +110,21 @@ class RunState:
                 continue
             restore_in_place(slot.obj, load(slot.model, text, key, run_id))
             slot.last = text
+
+    def _merge_upto(self, key: str, seq: int, run_id: str) -> None:
+        """Merge the recorded changes of concurrent steps to ``key`` up to record ``seq``, in the order
+        they were recorded — those of siblings that replay later included — each once: the state holds
+        them in the order the recording attempt saw."""
+        import bisect
+
+        order = self.concurrent.get(key)
+        if order is None:
+            order = self.concurrent[key] = sorted(s for s, k in self.befores if k == key)
+        for s in order[: bisect.bisect_right(order, seq)]:
+            if (s, key) not in self.merged:
+                self.merged.add((s, key))
+                after = next(t for k, t in self.steps.get(s, ()) if k == key)
+                self._merge_in(key, self.befores[(s, key)], after, run_id)
 
     def _merge_in(self, key: str, before: str, after: str, run_id: str) -> None:
         import json
@@ -154,6 +172,7 @@ class RunState:
             self.steps.pop(seq, None)
         for found in [k for k in self.befores if k[0] in seqs]:
             del self.befores[found]
+        self.concurrent.clear()  # rebuilt from what is left
 
     def befores_of(self, snaps: list[tuple], opened: dict[str, str]) -> list[tuple]:
         """The rows recording what a concurrent step began with, for its snapshots ``snaps``."""

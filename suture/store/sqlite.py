@@ -124,7 +124,7 @@ class SQLiteStore(SqlStore):
             raise ConfigError(f"SUTURE_SQLITE_SYNCHRONOUS={sync!r}: use NORMAL, FULL or EXTRA")
         try:
             tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            mode = self._wal()
             if str(mode).lower() != "wal":
                 raise StoreError(
                     f"the suture store {self.path} could not switch to WAL mode (got {mode!r}); "
@@ -141,6 +141,22 @@ class SQLiteStore(SqlStore):
                 f"{', '.join(sorted(tables)[:5])}). Point SUTURE_STORE_URL at another file."
             )
         self._migrate(fresh=not tables)
+
+    def _wal(self) -> str:
+        """Switch to WAL. On a new file another process may be creating the store this very moment,
+        and SQLite refuses the switch at once rather than waiting: retry within the busy timeout."""
+        import time
+
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.01
+        while True:
+            try:
+                return self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
 
     def _migrate(self, fresh: bool) -> None:
         with self._tx("creating or migrating the schema") as conn:
