@@ -18,13 +18,13 @@ small deterministic reproduction in real processes on a real SQLite store; the f
   (``__suture_main__``) and ``assert_replays`` took it for another question: the answer given with
   ``suture answer`` was dropped and the question asked again.
 
-Open (``xfail``: strict where the reproduction is deterministic):
+Fixed since (their tests are regression tests):
 
-- **B5** — two processes opening a new SQLite store at the same moment: one of them fails at once
+- **B5** (fixed: the switch to WAL is retried within the busy timeout) — two processes opening a new SQLite store at the same moment: one of them fails at once
   with ``StoreLockedError`` ("stayed locked ... for more than 10s while opening the store"), a few
   times in a hundred (``PRAGMA journal_mode=WAL`` on the fresh file is refused, not waited for).
   (The two-runs-on-one-key test creates its store before it starts the runs.)
-- **B6** (since 9102e02, the fix of B1) — a replay merges the recorded changes of concurrent steps in
+- **B6** (fixed: recorded changes are merged in the order they were recorded) (since 9102e02, the fix of B1) — a replay merges the recorded changes of concurrent steps in
   the order the replay reaches them, not the order they happened: after a resume the state holds
   them in another order than the attempt that recorded them saw (an agent that reads it after the
   fan-out takes another path: strict mode stops with ``DivergenceError``), and ``assert_replays`` on
@@ -308,8 +308,6 @@ B5 = '''
 
 
 @pytest.mark.long
-@pytest.mark.xfail(strict=False, reason="suture bug B5: two processes opening a new SQLite store at once: one may fail "
-                                        "with StoreLockedError")
 def test_b5_two_processes_open_a_new_store_at_once(tmp_path):
     import time
 
@@ -365,8 +363,6 @@ B6 = '''
 '''
 
 
-@pytest.mark.xfail(strict=True, reason="suture bug B6: a replay merges concurrent steps' state changes in another "
-                                       "order than they happened")
 def test_b6_a_replayed_fanout_keeps_the_order_of_its_state_changes(tmp_path):
     assert _run(tmp_path, B6, "1").returncode == 9
     second = _run(tmp_path, B6, "2")
