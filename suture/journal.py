@@ -285,7 +285,7 @@ class Run:
             rows = [row]
             if self.handled:
                 rows = self._take_handled(row[0] if at is None else at) + rows
-            snaps = self.state.changed(seq, since) if self.state.slots else ()
+            snaps = self.state.changed(seq, since) if self.state.slots or self.state.latest else ()
             if opened is not None and snaps:  # a concurrent step: what it began with, to replay it as a change
                 snaps = snaps + self.state.befores_of(snaps, opened)
             if base is not None:

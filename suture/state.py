@@ -164,6 +164,13 @@ class RunState:
                 self.clock += 1
                 touched[slot.key] = self.clock
                 out.append((seq, slot.key, now, None, None))
+        if since is not None:  # keys only a nested step's replay restored (the run does not hold them)
+            for key, text in self.latest.items():
+                if touched.get(key, 0) > since and key not in self.slots:
+                    self.restored[key] = seq
+                    self.clock += 1
+                    touched[key] = self.clock
+                    out.append((seq, key, text, None, None))
         return out
 
     def forget(self, seqs: set[int]) -> None:

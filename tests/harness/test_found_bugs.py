@@ -30,7 +30,7 @@ Fixed since (their tests are regression tests):
   fan-out takes another path: strict mode stops with ``DivergenceError``), and ``assert_replays`` on
   the finished run reports "another result". (The default grammar leaves concurrent tools out:
   ``strategies.TOOL_STATES``; ``test_crash_and_resume_tools_changing_state`` draws them.)
-- **B7** (what the fix of B3 leaves) — a parent step that runs again after a crash, its nested tool's
+- **B7** (fixed: a record also snapshots the keys only its nested steps' replays restored) (what the fix of B3 leaves) — a parent step that runs again after a crash, its nested tool's
   change replayed from the earlier attempt, records no snapshot (the run did not hold the state
   while it ran), so when a later attempt replays the parent the change is lost: the run returns
   and publishes the state without it. (Found by the long profile, HARNESS_SEED=20261202.)
@@ -405,8 +405,6 @@ B7 = '''
 '''
 
 
-@pytest.mark.xfail(strict=True, reason="suture bug B7: a parent step re-run after a crash loses its nested steps' "
-                                       "state changes when a later attempt replays it")
 def test_b7_a_parent_run_again_keeps_its_nested_steps_state_changes(tmp_path):
     from suture.testing import FaultSpec, fault_env
 
