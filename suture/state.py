@@ -233,6 +233,10 @@ def merge3(base: Any, ours: Any, theirs: Any) -> Any:
         from collections import Counter
 
         kb, ko, kt = ([json.dumps(i, sort_keys=True) for i in side] for side in (base, ours, theirs))
+        if not Counter(ko) - Counter(kt):
+            # theirs holds all ours holds: the record, in its order (items of siblings recorded later
+            # that it already saw come in where it saw them; their own merges then add nothing)
+            return theirs
         removed = Counter(kb) - Counter(kt)
         added = Counter(kt) - Counter(kb) - Counter(ko)
         out_list = []
