@@ -136,9 +136,6 @@ class SharedRuns:
         self.env = base_env()
         self.figures = Figures()
         self._lock = threading.Lock()
-        from suture.config import get_store
-
-        get_store(self.url("shared"))  # created before the runs start together (bug B5 in test_found_bugs.py)
 
     def url(self, store: str) -> str:
         return f"sqlite:///{self.dir / (store + '.db')}"

@@ -1,5 +1,6 @@
 """Suture bugs the crash-and-resume harness found while it was being extended (issue 13), each as a
-small deterministic reproduction in real processes on a real SQLite store; the fixed ones stay as regression tests.
+small deterministic reproduction in real processes on a real SQLite store. All are fixed; these are
+their regression tests.
 
 - **B1** (fixed in 9102e02) — state changed inside steps that run concurrently was lost after a
   resume (the README promises at-least-once): a live step of the resumed attempt completed before a
@@ -17,23 +18,20 @@ small deterministic reproduction in real processes on a real SQLite store; the f
   bound to the module name the script ran under (``__main__:Reply``), so ``suture resume``
   (``__suture_main__``) and ``assert_replays`` took it for another question: the answer given with
   ``suture answer`` was dropped and the question asked again.
-
-Fixed since (their tests are regression tests):
-
-- **B5** (fixed: the switch to WAL is retried within the busy timeout) — two processes opening a new SQLite store at the same moment: one of them fails at once
-  with ``StoreLockedError`` ("stayed locked ... for more than 10s while opening the store"), a few
-  times in a hundred (``PRAGMA journal_mode=WAL`` on the fresh file is refused, not waited for).
-  (The two-runs-on-one-key test creates its store before it starts the runs.)
-- **B6** (fixed: recorded changes are merged in the order they were recorded) (since 9102e02, the fix of B1) — a replay merges the recorded changes of concurrent steps in
-  the order the replay reaches them, not the order they happened: after a resume the state holds
-  them in another order than the attempt that recorded them saw (an agent that reads it after the
-  fan-out takes another path: strict mode stops with ``DivergenceError``), and ``assert_replays`` on
-  the finished run reports "another result". (The default grammar leaves concurrent tools out:
-  ``strategies.TOOL_STATES``; ``test_crash_and_resume_tools_changing_state`` draws them.)
-- **B7** (fixed: a record also snapshots the keys only its nested steps' replays restored) (what the fix of B3 leaves) — a parent step that runs again after a crash, its nested tool's
-  change replayed from the earlier attempt, records no snapshot (the run did not hold the state
-  while it ran), so when a later attempt replays the parent the change is lost: the run returns
-  and publishes the state without it. (Found by the long profile, HARNESS_SEED=20261202.)
+- **B5** (fixed in ed1bf5e) — two processes opening a new SQLite store at the same moment: one of
+  them failed at once with ``StoreLockedError`` ("stayed locked ... for more than 10s while opening
+  the store"), a few times in a hundred (``PRAGMA journal_mode=WAL`` on the fresh file was refused,
+  not waited for). Long profile only (60 rounds).
+- **B6** (fixed in ed1bf5e and a67e535; it came with the fix of B1) — a replay merged the recorded
+  changes of concurrent steps in the order the replay reached them, not the order they happened:
+  after a resume the state held them in another order than the attempt that recorded them saw (an
+  agent that read it after the fan-out took another path: strict mode stopped with
+  ``DivergenceError``), and ``assert_replays`` on the finished run reported "another result".
+- **B7** (fixed in d605646; what the fix of B3 left) — a parent step that ran again after a crash,
+  its nested tool's change replayed from the earlier attempt, recorded no snapshot (the run did not
+  hold the state while it ran), so when a later attempt replayed the parent the change was lost:
+  the run returned and published the state without it. Found by the long profile
+  (HARNESS_SEED=20261202).
 """
 
 from __future__ import annotations
@@ -323,7 +321,7 @@ def test_b5_two_processes_open_a_new_store_at_once(tmp_path):
         procs = [subprocess.Popen([sys.executable, str(script), f"sqlite:///{tmp_path / f's{i}.db'}", start],
                                   env=base_env(), stdout=subprocess.PIPE, text=True) for _ in range(2)]
         failures += [out for p in procs for out in [p.communicate()[0]] if p.returncode]
-    assert not failures, failures[:3]  # today: "StoreLockedError: ... stayed locked ... for more than 10s ..."
+    assert not failures, failures[:3]  # it was "StoreLockedError: ... stayed locked ... for more than 10s ..."
 
 
 B6 = '''
@@ -370,7 +368,7 @@ B6 = '''
 def test_b6_a_replayed_fanout_keeps_the_order_of_its_state_changes(tmp_path):
     assert _run(tmp_path, B6, "1").returncode == 9
     second = _run(tmp_path, B6, "2")
-    # today: DivergenceError — use() is called with "b": the replay put the notes in the order a, b, c
+    # it was a DivergenceError — use() called with "b": the replay put the notes in the order a, b, c
     assert second.returncode == 0 and second.stdout.strip() == "C", second.stderr[-2000:]
 
 
@@ -415,5 +413,5 @@ def test_b7_a_parent_run_again_keeps_its_nested_steps_state_changes(tmp_path):
     assert _run(tmp_path, B7, env=crash).returncode == -9
     third = _run(tmp_path, B7, env=crash)
     assert third.returncode == 0, third.stderr
-    assert json.loads(third.stdout) == ["a"]  # today: []
-    assert _published(tmp_path, "notes") == {"log": ["a"]}  # today: nothing is published — the change is lost
+    assert json.loads(third.stdout) == ["a"]  # it was []
+    assert _published(tmp_path, "notes") == {"log": ["a"]}  # it was never published: the change was lost
