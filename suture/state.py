@@ -142,12 +142,12 @@ class RunState:
         restore_in_place(slot.obj, load(slot.model, value, key, run_id))
         slot.last = after  # what the merge kept beyond the record is snapshotted with the next record
 
-    def opening(self, path: str) -> dict[str, str] | None:
+    def opening(self, path: str, concurrent: bool = False) -> dict[str, str] | None:
         """What a step starting now in frame ``path`` begins with, if it may run concurrently with others
         (inside a branch of a fan-out, or a keyed call — ``suture.map``, ``with_key`` from threads): its
         change is recorded as from this value to its end, and replayed as a merge."""
-        if not self.slots or (BRANCH_MARK not in path and "#k:" not in path):  # not a branch, nor a keyed call
-            return None
+        if not self.slots or not (concurrent or BRANCH_MARK in path or "#k:" in path):
+            return None  # not a branch, a keyed call or a call of suture.map
         return {key: slot.obj.model_dump_json() for key, slot in self.slots.items()}
 
     def changed(self, seq: int, since: int | None = None) -> list[tuple]:
