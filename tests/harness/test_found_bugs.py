@@ -32,6 +32,9 @@ their regression tests.
   hold the state while it ran), so when a later attempt replayed the parent the change was lost:
   the run returned and published the state without it. Found by the long profile
   (HARNESS_SEED=20261202).
+- **B8** (fixed in a3b06ae; what the fix of B1 left) — B1 for the calls of ``suture.map``: they were
+  not taken for concurrent calls, so a mapped tool's recorded change was lost when a sibling running
+  live after a crash recorded a newer snapshot first. Found by the long profile (HARNESS_SEED=20261202).
 """
 
 from __future__ import annotations
@@ -415,3 +418,43 @@ def test_b7_a_parent_run_again_keeps_its_nested_steps_state_changes(tmp_path):
     assert third.returncode == 0, third.stderr
     assert json.loads(third.stdout) == ["a"]  # it was []
     assert _published(tmp_path, "notes") == {"log": ["a"]}  # it was never published: the change was lost
+
+
+B8 = '''
+    import os, sys, threading, time
+    from pydantic import BaseModel
+    import suture
+
+    class Notes(BaseModel):
+        items: list[str] = []
+
+    FIRST = sys.argv[1] == "1"
+    y_done = threading.Event()
+
+    @suture.step(name="tool")
+    def tool(tag: str) -> str:
+        if FIRST and tag == "x":
+            y_done.wait()
+            time.sleep(0.5)  # y's record is written meanwhile
+            os._exit(9)  # the first process dies with x in flight (y completed)
+        suture.state(Notes, key="n").items.append(tag)
+        if tag == "y":
+            y_done.set()
+        return tag
+
+    @suture.agent(name="map-lost")
+    def agent() -> list[str]:
+        suture.state(Notes, key="n")
+        # the resumed attempt runs the items one at a time: x (live) is recorded before y replays
+        suture.map(tool, ["x", "y"], workers=2 if FIRST else 1)
+        return suture.state(Notes, key="n").items
+
+    print(agent.run(run_id="m1"))
+'''
+
+
+def test_b8_a_mapped_state_change_is_never_lost(tmp_path):
+    assert _run(tmp_path, B8, "1").returncode == 9  # died with x in flight; y completed
+    second = _run(tmp_path, B8, "2")
+    assert second.returncode == 0, second.stderr
+    assert sorted(_published(tmp_path, "n")["items"]) == ["x", "y"]  # it was ["x"]
