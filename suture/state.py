@@ -146,8 +146,9 @@ class RunState:
         """What a step starting now in frame ``path`` begins with, if it may run concurrently with others
         (inside a branch of a fan-out, or a keyed call — ``suture.map``, ``with_key`` from threads): its
         change is recorded as from this value to its end, and replayed as a merge."""
-        if not self.slots or not (concurrent or BRANCH_MARK in path or "#k:" in path):
+        if not (concurrent or BRANCH_MARK in path or "#k:" in path):
             return None  # not a branch, a keyed call or a call of suture.map
+        # (a key the step reads for the first time began with the value it read: RunState.first)
         return {key: slot.obj.model_dump_json() for key, slot in self.slots.items()}
 
     def changed(self, seq: int, since: int | None = None) -> list[tuple]:

@@ -298,8 +298,7 @@ class Step:
         frame, idx, fp, ck = found
         child = frame.child(self, idx) if frame is not None else None
         since = frame.run.state.clock if frame is not None else None
-        opened = (frame.run.state.opening(child.path, located is not None)  # located: a call of suture.map
-                  if frame is not None and frame.run.state.slots else None)
+        opened = frame.run.state.opening(child.path, located is not None) if frame is not None else None
         history: list[Any] = []
         while True:
             token = frame_var.set(child)
@@ -330,8 +329,7 @@ class Step:
         frame, idx, fp, ck = found
         child = frame.child(self, idx) if frame is not None else None
         since = frame.run.state.clock if frame is not None else None
-        opened = (frame.run.state.opening(child.path, located is not None)  # located: a call of suture.map
-                  if frame is not None and frame.run.state.slots else None)
+        opened = frame.run.state.opening(child.path, located is not None) if frame is not None else None
         history: list[Any] = []
         while True:
             token = frame_var.set(child)
