@@ -118,13 +118,7 @@ def ask(question: str, schema: Any = None, *, key: str | None = None) -> Any:
     fp = question_fingerprint(question, schema)
     rec = run.journal.get((frame.path, "suture.ask", idx))
     if rec is not None and (rec[1] == fp or (run.legacy and rec[1] == digest(question))):
-        run.stats.replayed += 1
-        from .manager import gate
-
-        g = gate()
-        if g.step_end:
-            g.hook.suture_step_end(run=run.info, call=run.call_info(frame, "suture.ask", idx), source="replay",
-                                   duration=0.0)
+        run.count_replay(frame, "suture.ask", idx)
         return _decode(schema, rec[2])
     if rec is not None:  # the question asked here changed: its recorded answer belongs to the old one
         _question_changed(run, frame, idx, qid, rec, fp, question)

@@ -136,13 +136,7 @@ class Run:
             if self.state.steps:
                 with self.lock:
                     self.state.restore(rec[0], self.run_id)
-            stats = self.stats
-            stats.replayed += 1
-            stats.saved_seconds += rec[6] or 0.0
-            g = gate()
-            if g.step_end:
-                g.hook.suture_step_end(run=self.info, call=self.call_info(frame, step.name, idx), source="replay",
-                                       duration=0.0)
+            self.count_replay(frame, step.name, idx, rec[6] or 0.0)
             return True, value
         call = self.call_info(frame, step.name, idx)
         if frame.origin is not None:
@@ -168,6 +162,16 @@ class Run:
                                   "recorded": rec[1], "current": fp, "dropped": dropped})
         gate().hook.suture_divergence(run=self.info, call=call, recorded=rec[1], current=fp, dropped=dropped)
         return False, None
+
+    def count_replay(self, frame: "Frame", name: str, idx: str, saved: float = 0.0) -> None:
+        """A call answered from the journal (a step's value, a handled failure, an answer): counted,
+        and told to the ``suture_step_end`` hook."""
+        stats = self.stats
+        stats.replayed += 1
+        stats.saved_seconds += saved
+        g = gate()
+        if g.step_end:
+            g.hook.suture_step_end(run=self.info, call=self.call_info(frame, name, idx), source="replay", duration=0.0)
 
     def _moved(self, frame: "Frame", step: Any, idx: str) -> None:
         """Stop when this step's calls were recorded under another module's name (a moved module or
@@ -313,8 +317,12 @@ class Run:
                 if len(self.pending) >= BATCH_MAX_STEPS or time.monotonic() - self.last_flush >= BATCH_MAX_SECONDS:
                     self.flush()
             else:
-                for r in rows:
-                    self.journal[(r[0], r[1], r[2])] = (r[3], r[4], r[7], r[8], r[5], r[6], r[10])
+                self._keep(rows)
+
+    def _keep(self, rows: list[tuple]) -> None:
+        """Durability ``off``: journal rows live in memory only, in the shape the store loads them."""
+        for r in rows:
+            self.journal[(r[0], r[1], r[2])] = (r[3], r[4], r[7], r[8], r[5], r[6], r[10])
 
     def next_seq(self) -> int:
         """A sequence number for something recorded without a journal row (a state publish)."""
@@ -347,12 +355,8 @@ class Run:
 
         key = (frame.path, step.name, idx)
         self.replayed_keys.add(key)
-        self.stats.replayed += 1
+        self.count_replay(frame, step.name, idx)
         text = rec[2] if isinstance(rec[2], str) else rec[2].decode()
-        g = gate()
-        if g.step_end:
-            g.hook.suture_step_end(run=self.info, call=self.call_info(frame, step.name, idx), source="replay",
-                                   duration=0.0)
         error = StepFailed(Failure.model_validate_json(text))
         error._suture_entry = (self, key)  # type: ignore[attr-defined]
         raise error
@@ -393,8 +397,7 @@ class Run:
         with self.lock:
             rows = self._take_handled("") if self.handled else []
             if self.durability == "off":
-                for r in rows:
-                    self.journal[(r[0], r[1], r[2])] = (r[3], r[4], r[7], r[8], r[5], r[6], r[10])
+                self._keep(rows)
             else:
                 self.pending.extend(rows)  # with the last state snapshot, in one transaction
             self.flush()
