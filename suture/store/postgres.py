@@ -135,7 +135,7 @@ class PostgresStore(SqlStore):
             try:
                 conn = self._psycopg.connect(self.dsn, autocommit=True, connect_timeout=5)
                 if self.schema:
-                    conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                    self._create_schema(conn)
                     conn.execute(f'SET search_path TO "{self.schema}"')
                 return conn
             except self._psycopg.OperationalError as exc:
@@ -147,6 +147,17 @@ class PostgresStore(SqlStore):
                     ) from exc
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
+
+    def _create_schema(self, conn: Any) -> None:
+        """Create the store's schema unless it exists. ``IF NOT EXISTS`` is not atomic in PostgreSQL:
+        processes opening a new store together can race on the catalog's unique index, and the loser
+        gets ``UniqueViolation`` although the schema is there now — which is all it needed."""
+        if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)).fetchone():
+            return
+        try:
+            conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+        except (self._psycopg.errors.UniqueViolation, self._psycopg.errors.DuplicateSchema):
+            pass  # another process created it between our check and our CREATE
 
     def _safe_dsn(self) -> str:
         parts = urlsplit(self.dsn)
