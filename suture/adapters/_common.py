@@ -46,7 +46,7 @@ class Attempt:
 
     def __init__(self, ag: Any, run_id: str, *, adapter: str, labels: dict[str, Any] | None = None,
                  can_escalate: bool = False, before_start: Callable[[Any], None] | None = None,
-                 ordinal: int | None = None) -> None:
+                 ordinal: int | None = None, resources: Any = None) -> None:
         from ..runs import RunHandle
         from ..config import get_store
 
@@ -60,7 +60,8 @@ class Attempt:
             return
         if before_start is not None:
             before_start(self.h)
-        self.run = self.h.start_attempt(ag.options.first_resources())
+        # the resources the attempt really has (an adapter reads them from the orchestrator)
+        self.run = self.h.start_attempt(resources if resources is not None else ag.options.first_resources())
         self.run.orchestrated = self.orchestrator_budget
 
     def succeeded(self, result: Any) -> Any:
@@ -100,6 +101,11 @@ class Attempt:
         """Whether the orchestrator runs this attempt's code again after the exception raised now."""
         return True
 
+    def escalated(self, failure: Any, action: Any) -> str:
+        """The policy escalates ``failure`` to ``action.resources``: start that where the orchestrator
+        can, and return the run's status meanwhile (``retrying``: the run goes on elsewhere)."""
+        return "retrying" if self.will_retry() else "failed"
+
     def settle(self, exc: BaseException) -> tuple[str, Any]:
         """The attempt failed with ``exc``: :meth:`suture.runs.RunHandle.settle` records how (one
         place for every adapter), and the run is ended ``retrying`` only if the orchestrator will
@@ -109,11 +115,14 @@ class Attempt:
         if settled.failure is None or settled.action is None:  # suspended, cancelled, suture's own error
             return "error", exc
         failure, action = settled.failure, settled.action
-        if action.kind in ("retry", "escalate"):
+        if action.kind == "escalate":
+            self.h.finish(self.escalated(failure, action), error=exc)
+            return "escalate", failure
+        if action.kind == "retry":
             self.h.finish("retrying" if self.will_retry() else "failed", error=exc)
-            if action.kind == "retry" and type(exc).__name__ == "AttemptAborted" and isinstance(exc.__cause__, Exception):
+            if type(exc).__name__ == "AttemptAborted" and isinstance(exc.__cause__, Exception):
                 exc = exc.__cause__  # what the orchestrator retries: the step's own error, not suture's unwinding
-            return action.kind, (exc if action.kind == "retry" else failure)
+            return "retry", exc
         return "give_up", self.h.give_up(failure, action, history + [failure])
 
 

@@ -41,7 +41,9 @@ from ..agent import build_agent
 from ..errors import ConfigError, StepFailed, StoreError, SutureError
 from ..failures import Action
 from ._common import Attempt, orchestrated, resolve_key
-from .prefect_escalate import POOL_MEMORY, RUN_TAG, escalate, job_variables_for
+from . import prefect_memory
+from .prefect_ask import _pause_for_answer
+from .prefect_escalate import POOL_MEMORY, RUN_TAG, escalate, job_variables_for, rerun
 from .prefect_logs import ensure_plugin as _ensure_plugin
 
 # ------------------------------------------------------------------------------------------------
@@ -61,10 +63,11 @@ def _context() -> tuple[Any, Any]:
 
 def _run_id(ag: Any, run_key: Any, args: tuple, kwargs: dict) -> tuple[str, dict[str, Any]]:
     flow_run, task_run = _context()
-    labels: dict[str, Any] = {}
+    # the memory ladder is kept with the run: `suture prefect escalate` and `watch` climb it
+    labels: dict[str, Any] = {"memory_ladder": list(ag.options.memory)} if ag.options.memory else {}
     if flow_run is not None:
-        labels = {"flow_run_id": str(flow_run.id), "flow_run_name": flow_run.name,
-                  "deployment_id": str(flow_run.deployment_id) if flow_run.deployment_id else None}
+        labels.update({"flow_run_id": str(flow_run.id), "flow_run_name": flow_run.name,
+                       "deployment_id": str(flow_run.deployment_id) if flow_run.deployment_id else None})
         for tag in flow_run.tags or []:
             if tag.startswith(RUN_TAG):
                 return tag[len(RUN_TAG):], labels
@@ -78,134 +81,8 @@ def _run_id(ag: Any, run_key: Any, args: tuple, kwargs: dict) -> tuple[str, dict
         from .prefect_logs import plugin
 
         identity = plugin().task_identity(TaskRunContext.get())
-        return identity or str(task_run.id), {"task_run_id": str(task_run.id)}
+        return identity or str(task_run.id), {**labels, "task_run_id": str(task_run.id)}
     return str(flow_run.id), labels
-
-
-def _given_answer(key: str) -> Any:
-    """The answer a person already gave to the suspension ``key`` of this flow run, or ``None``.
-
-    Read before suspending: a resumed flow run replays to its question and must get the answer
-    without suspending again (and without recording a suspension that does not happen).
-    """
-    from prefect.client.orchestration import get_client
-    from prefect.context import FlowRunContext
-    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
-
-    ctx = FlowRunContext.get()
-    if ctx is None or ctx.flow_run is None:
-        return None
-    with get_client(sync_client=True) as client:  # the sync client: no dispatch to async in async flows
-        try:
-            raw = client.read_flow_run_input(flow_run_id=ctx.flow_run.id, key=f"suspended-{key}-response")
-        except ObjectNotFound:
-            return None
-        except PrefectHTTPStatusError as exc:
-            if exc.response.status_code == 404:
-                return None
-            raise
-    import json
-
-    return json.loads(raw) if raw else None
-
-
-def _pause_for_answer(question: str, schema: Any, qid: str, suspend: bool = False,
-                      before_suspend: Callable[[], None] | None = None) -> Any:
-    from prefect.context import TaskRunContext
-
-    if TaskRunContext.get() is not None:
-        raise SutureError(
-            "suture.ask() inside a Prefect task: Prefect can pause only a flow run, not a task. Ask from the "
-            "flow (put the agent under @flow) or pass the question to the flow's code."
-        )
-    from prefect.input import RunInput
-    from pydantic import BaseModel, create_model
-
-    if isinstance(schema, type) and issubclass(schema, BaseModel):
-        fields = {n: (f.annotation, f) for n, f in schema.model_fields.items()}
-        form = create_model(f"{schema.__name__}Answer", __base__=RunInput, __doc__=question, **fields)
-    else:
-        form = create_model("SutureAnswer", __base__=RunInput, __doc__=question, answer=(str, ...))
-    from ..human import question_fingerprint
-
-    # the Prefect input key names the question itself: an answer given to another question asked at
-    # this point (changed code) is never read back for this one
-    key = re.sub(r"[^a-z0-9-]", "-", f"{qid}-{question_fingerprint(question, schema)[:12]}".lower())
-    # suspend: the process exits; answering reschedules the flow run, which replays to here.
-    # pause: the process waits (polling the API) until the flow run is resumed.
-    if suspend and (given := _given_answer(key)) is not None:
-        answer: Any = form(**given)
-    else:
-        answer = _wait_for_answer(question, qid, form, key, suspend, before_suspend)
-    data = answer.model_dump(exclude={"metadata"}) if hasattr(answer, "model_dump") else answer
-    _answered(qid, data)
-    if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
-        return data["answer"]
-    return {k: v for k, v in data.items() if k in schema.model_fields}
-
-
-def _wait_for_answer(question: str, qid: str, form: Any, key: str, suspend: bool,
-                     before_suspend: Callable[[], None] | None) -> Any:
-    from prefect.flow_runs import pause_flow_run, suspend_flow_run
-
-    _announce(question, qid, form)
-    if suspend and before_suspend is not None:
-        # suspend_flow_run ends this process (in an async flow Prefect may stop the flow's code before
-        # any exception reaches suture): record the suspension first
-        before_suspend()
-    wait = suspend_flow_run if suspend else pause_flow_run
-    kwargs = {"wait_for_input": form.with_initial_data(description=question), "timeout": 7 * 24 * 3600, "key": key}
-    if _in_async_flow():
-        # suture.ask is synchronous, but inside an async flow every Prefect helper dispatches to its
-        # coroutine form: run that to completion on Prefect's sync-bridge loop (this blocks the
-        # flow's event loop while a person answers: the flow run is paused anyway)
-        from prefect.utilities.asyncutils import run_coro_as_sync
-
-        return run_coro_as_sync(wait.aio(**kwargs))
-    return wait(**kwargs)
-
-
-def _answered(qid: str, data: Any) -> None:
-    """The flow run got its answer (from the UI, the API or `suture answer`): the question is not pending."""
-    from ..context import current_run
-
-    run = current_run()
-    if run is None:
-        return
-    try:
-        found = run.store.question_get(run.run_id, qid)
-        if found is not None and found.status == "pending":
-            run.store.question_answer(run.run_id, qid, data.get("answer", data) if isinstance(data, dict) and
-                                      list(data) == ["answer"] else data)
-    except Exception:  # noqa: BLE001 - bookkeeping only
-        pass
-
-
-def _announce(question: str, qid: str, form: Any) -> None:
-    """The run waits for a person: a timeline event and the ``suture_suspend`` hook, as for local runs."""
-    import time
-
-    from ..manager import hook
-    from ..models import Question
-    from ..context import current_run
-
-    run = current_run()
-    if run is None:
-        return
-    run.event("suspend", {"qid": qid, "question": question})
-    schema = dict(form.model_json_schema(), **{"x-suture-prefect": True})
-    if "answer" in (schema.get("properties") or {}) and len(schema.get("properties") or {}) == 1:
-        schema = {"type": "string", "x-suture-prefect": True}  # a free-text question
-    else:
-        schema["properties"] = {k: v for k, v in schema.get("properties", {}).items() if k != "metadata"}
-        schema["required"] = [k for k in schema.get("required", []) if k != "metadata"]
-    try:  # `suture runs --waiting` lists it and `suture answer` resumes the flow run with it
-        run.store.question_put(Question(run_id=run.run_id, qid=qid, question=question, schema=schema,
-                                        created_at=time.time()))
-    except Exception:  # noqa: BLE001 - the Prefect UI still answers it
-        pass
-    hook().suture_suspend(run=run.info, question=Question(run_id=run.run_id, qid=qid, question=question,
-                                                          schema=form.model_json_schema(), created_at=time.time()))
 
 
 def _as_task(step: Any, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
@@ -214,14 +91,6 @@ def _as_task(step: Any, fn: Callable[..., Any], args: tuple, kwargs: dict) -> An
     from prefect.cache_policies import NONE
 
     return task(fn, name=step.name, persist_result=False, cache_policy=NONE, retries=0)(*args, **kwargs)
-
-
-def _in_async_flow() -> bool:
-    from prefect.context import FlowRunContext, TaskRunContext
-
-    ctx = TaskRunContext.get()
-    obj = ctx.task if ctx is not None else getattr(FlowRunContext.get(), "flow", None)
-    return bool(getattr(obj, "isasync", False))
 
 
 def _report(store: Any, run_id: str) -> dict[str, Any]:
@@ -264,7 +133,29 @@ class _ChainedCondition:
         return True if self.user is None else self.user(task, task_run, state)
 
 
-def _stop_prefect_retries() -> None:
+def _restore_prefect_retries(h: Any) -> None:
+    """A flow run that suture stopped retrying (a give-up) and that a person retried again gets its
+    retries back: a later failure gets a fresh decision, not a budget left at zero."""
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    ctx = FlowRunContext.get()
+    if TaskRunContext.get() is not None or ctx is None or ctx.flow_run is None:
+        return
+    policy = ctx.flow_run.empirical_policy
+    if policy.retries != 0 or not (ctx.flow.retries or 0):
+        return
+    stopped = [e for e in h.store.list_events(h.run_id) if e["kind"] == "prefect_retries"]
+    if not stopped or stopped[-1]["data"].get("flow_run_id") != str(ctx.flow_run.id):
+        return  # retries=0 is the user's own setting
+    from prefect.client.orchestration import get_client
+
+    restored = policy.model_copy(update={"retries": stopped[-1]["data"].get("retries", ctx.flow.retries)})
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(flow_run_id=ctx.flow_run.id, empirical_policy=restored)
+    ctx.flow_run.empirical_policy = restored
+
+
+def _stop_prefect_retries(h: Any = None) -> None:
     """Give up: make sure Prefect does not retry this flow run (or task run)."""
     from prefect.context import FlowRunContext, TaskRunContext
 
@@ -281,9 +172,17 @@ def _stop_prefect_retries() -> None:
     # flow retries are decided by the server (from the flow run's empirical policy): set them to 0
     from prefect.client.orchestration import get_client
 
+    original = ctx.flow_run.empirical_policy.retries
+    if original is None:
+        original = ctx.flow.retries or 0
+    if not original:
+        return
+    if h is not None:  # restored when a person retries the flow run (see _restore_prefect_retries)
+        h.store.add_event(h.run_id, 0, "prefect_retries", {"flow_run_id": str(ctx.flow_run.id), "retries": original})
     policy = ctx.flow_run.empirical_policy.model_copy(update={"retries": 0})
     with get_client(sync_client=True) as client:
         client.update_flow_run(flow_run_id=ctx.flow_run.id, empirical_policy=policy)
+    ctx.flow_run.empirical_policy = policy
 
 
 def _prefect_will_retry() -> bool:
@@ -331,11 +230,55 @@ class _Attempt(Attempt):
         ordinal = _ordinal()
         # can_escalate: a memory failure is settled as an escalation, which raise_for turns into the
         # Prefect way to get more memory (re-run the deployment one rung up), not advice for local runs
-        super().__init__(ag, run_id, adapter="prefect", labels=labels, ordinal=ordinal, can_escalate=True)
+        self.flow_run_id, self.deployment_id = labels.get("flow_run_id"), labels.get("deployment_id")
+        self.escalated_to: Any = None
+        super().__init__(ag, run_id, adapter="prefect", labels=labels, ordinal=ordinal, can_escalate=True,
+                         resources=prefect_memory.attempt_resources(ag.options))
         if not self.done:
             self.run.asker = self.ask
             if as_tasks:
                 self.run.live_call = _as_task
+            prefect_memory.guard(self)  # a process pool's SUTURE_MEMORY_LIMIT, enforced in this process
+            _restore_prefect_retries(self.h)
+
+    def killed_for_memory(self, rss: int, limit: str) -> None:
+        """The memory guard is about to SIGKILL this process (over ``SUTURE_MEMORY_LIMIT``): record the
+        attempt ``crashed`` with a memory failure and start the escalated flow run first."""
+        from ..evidence import Evidence
+        from ..failures import FailureContext, choose_action, classify
+        from ..recovery import attempt_action, policy_for
+
+        run = self.run
+        context = FailureContext(run_id=run.run_id, attempt=run.attempt, resources=run.resources, in_process=False)
+        failure = classify(evidence=Evidence(signal=9, peak_rss_bytes=rss, limit_bytes=run.resources.memory_bytes,
+                                             reason="OOMKilled", extra={"watchdog": True, "limit": limit}),
+                           context=context)
+        policy = policy_for(run)
+        action = attempt_action(choose_action(failure, self.h.history(), policy), policy, can_escalate=True)
+        self.h.record_failure(run.attempt, failure, action)
+        self.h.store.end_attempt(run.run_id, run.attempt, "crashed", run.stats.as_dict(),
+                                 failure.model_dump(mode="json"), action.model_dump(mode="json"))
+        new = self._escalate(failure, action)
+        self.h.finish("retrying" if new is not None else "failed", error=None)
+        where = (f"; suture started flow run {new.name} ({new.id}) with memory={action.resources.memory}"
+                 if new is not None else "; no rung left to escalate to" if action.kind != "escalate" else "")
+        prefect_memory.mark_crashed(self.flow_run_id, (
+            f"suture: the flow-run process used {rss / 2**20:.0f} MiB, over its memory limit {limit} "
+            f"(SUTURE_MEMORY_LIMIT), and was OOM-killed{where}"))
+
+    def escalated(self, failure: Any, action: Any) -> str:
+        """A memory failure in process: the next rung is another flow run of the deployment."""
+        self.escalated_to = self._escalate(failure, action)
+        return "retrying" if self.escalated_to is not None else "failed"
+
+    def _escalate(self, failure: Any, action: Any) -> Any:
+        new = prefect_memory.escalate_now(self.flow_run_id, self.deployment_id, failure, action)
+        if new is not None:
+            from ..manager import emit
+
+            emit("suture_escalation", run=self.run.info, previous=self.run.resources, resources=action.resources,
+                 failure=failure)
+        return new
 
     def ask(self, question: str, schema: Any, qid: str) -> Any:
         """``suture.ask`` in this flow run: pause (or suspend) it with a ``RunInput`` form."""
@@ -348,25 +291,35 @@ class _Attempt(Attempt):
         self.suspended = True
 
     def interrupted(self, exc: BaseException) -> None:
+        prefect_memory.release(self)
         if not self.suspended:  # a suspension is recorded before Prefect suspends
             super().interrupted(exc)
 
     def succeeded(self, result: Any) -> Any:
+        prefect_memory.release(self)
         super().succeeded(result)
         self.final = True
         return result
 
     def raise_for(self, exc: BaseException) -> BaseException:
         """Settle a failed attempt; return the exception to raise (Prefect retries it or not)."""
+        prefect_memory.release(self)  # (waits for the kill when the memory guard fired meanwhile)
         kind, err = self.settle(exc)
         if kind == "retry":  # Prefect's retries=N runs the flow again; the journal replays
             self.final = not _prefect_will_retry()  # Prefect's budget is spent: the run ends here
             return err
-        if kind == "escalate":  # a memory failure in process: Prefect cannot give it more memory here
-            kind, err = "give_up", self.h.give_up(err, Action(kind="give_up", reason=(
-                "out of memory inside the flow run: re-run its deployment one rung up with "
-                "`suture prefect escalate <flow run id>`")), self.h.history())
-        _stop_prefect_retries()
+        if kind == "escalate":  # a memory failure in process: the next rung is another flow run
+            failure, new = err, self.escalated_to
+            if new is not None:
+                err = SutureError(f"out of memory at {self.run.resources.memory or 'its memory'}: the run continues "
+                                  f"in flow run {new.name} ({new.id}) with memory={prefect_memory.flow_run_memory_of(new)}, "
+                                  f"which replays what this one completed")
+            else:
+                err = self.h.give_up(failure, Action(kind="give_up", reason=(
+                    "out of memory inside the flow run: re-run its deployment one rung up with "
+                    "`suture prefect escalate <flow run id>` (only a deployed flow run can be given more memory)")),
+                    self.h.history())
+        _stop_prefect_retries(self.h)
         self.final = True  # given up (or suture's own error): the run ends here
         return err
 
@@ -410,6 +363,9 @@ def agent(
     Outside a Prefect run the function behaves like a plain ``@suture.agent``.
     """
     namespace = sys._getframe(1).f_locals
+    if wait_for_answer not in ("pause", "suspend"):
+        raise ConfigError(f"wait_for_answer={wait_for_answer!r}: use 'pause' (the process waits for the answer) or "
+                          f"'suspend' (the process exits; deployed flows only)")
 
     def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
         kind = type(f)
@@ -436,4 +392,4 @@ def agent(
     return decorate
 
 
-__all__ = ["POOL_MEMORY", "RUN_TAG", "agent", "escalate", "job_variables_for", "retry_condition"]
+__all__ = ["POOL_MEMORY", "RUN_TAG", "agent", "escalate", "job_variables_for", "rerun", "retry_condition"]

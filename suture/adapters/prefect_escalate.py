@@ -47,52 +47,136 @@ def job_variables_for(pool_type: str, memory: str) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------
 
 
+def _reason(message: str) -> str | None:
+    """What a Crashed flow run's state message says: ``"memory"``, ``"preempted"`` or ``None``."""
+    # Prefect's crash messages: "exited with non-zero status code -9", "status code 137", "OOMKilled";
+    # a preempted node or a spot reclaim ends the process with SIGTERM (-15 / 143)
+    if re.search(r"oom|out of memory|memory limit|\b137\b|code -9\b|sigkill", message, re.IGNORECASE):
+        return "memory"
+    if re.search(r"preempt|spot|evict|sigterm|\b143\b|code -15\b", message, re.IGNORECASE):
+        return "preempted"
+    return None
+
+
+def _read(client: Any, flow_run_id: str, pool_type: str | None) -> tuple[Any, Any, Any, str | None]:
+    fr = client.read_flow_run(flow_run_id)
+    if fr.deployment_id is None:
+        raise ConfigError(f"flow run {flow_run_id} has no deployment: only deployed flows can be re-run "
+                          f"with other job variables")
+    deployment = client.read_deployment(fr.deployment_id)
+    flow = client.read_flow(fr.flow_id)
+    pool = pool_type
+    if pool is None and deployment.work_pool_name:
+        pool = client.read_work_pool(deployment.work_pool_name).type
+    return fr, deployment, flow, pool
+
+
+def effective_variables(deployment: Any, flow_run: Any) -> dict[str, Any]:
+    """The job variables a flow run ran with: its deployment's, overridden by its own (``env`` merged)."""
+    out = dict(getattr(deployment, "job_variables", None) or {})
+    for key, value in (flow_run.job_variables or {}).items():
+        out[key] = {**(out.get(key) or {}), **value} if isinstance(value, dict) and key == "env" else value
+    return out
+
+
+def current_memory(job_variables: dict[str, Any] | None) -> str | None:
+    """The memory a flow run's job variables give it (any pool type of :data:`POOL_MEMORY`)."""
+    jv = job_variables or {}
+    mem = (jv.get("env") or {}).get("SUTURE_MEMORY_LIMIT") or jv.get("memory") or jv.get("mem_limit")
+    if isinstance(mem, str) and re.match(r"^\d+[kmgt]$", mem):  # docker units back to Kubernetes ones
+        mem = mem[:-1] + mem[-1].upper() + "i"
+    return mem
+
+
+def rerun(flow_run_id: str, *, memory: str | None = None, reason: str = "rerun", pool_type: str | None = None,
+          timeout: float = 0) -> Any:
+    """Start the deployment of ``flow_run_id`` again as a new flow run that continues its suture run.
+
+    Same parameters and tags, the tag ``suture-run:<run id>``, the same job variables except the
+    memory, which becomes ``memory`` when given (every other variable — CPU, GPU, env — is kept).
+    Idempotent: Prefect's idempotency key ``suture-rerun:<flow run id>`` makes a second call for the
+    same flow run return the flow run the first one started, never a duplicate. The rerun is
+    journaled as an ``escalation`` event of the suture run (``suture show`` and the report list it).
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    with get_client(sync_client=True) as client:
+        fr, deployment, flow, pool = _read(client, flow_run_id, pool_type)
+    run_id = next((t[len(RUN_TAG):] for t in fr.tags or [] if t.startswith(RUN_TAG)), str(fr.id))
+    variables = effective_variables(deployment, fr)
+    previous = current_memory(variables)
+    if memory is not None:
+        for key, value in job_variables_for(pool or "process", memory).items():
+            variables[key] = {**(variables.get(key) or {}), **value} if isinstance(value, dict) else value
+    new = run_deployment(
+        name=f"{flow.name}/{deployment.name}", parameters=fr.parameters, job_variables=variables,
+        tags=[*(t for t in fr.tags or [] if not t.startswith(RUN_TAG)), RUN_TAG + run_id], timeout=timeout,
+        idempotency_key=f"suture-rerun:{fr.id}", as_subflow=False,
+    )
+    _journal(run_id, {"from": {"memory": previous} if previous else {}, "to": {"memory": memory or previous},
+                      "failure": reason, "from_flow_run": str(fr.id), "flow_run": str(new.id)})
+    return new
+
+
+def _journal(run_id: str, data: dict[str, Any]) -> None:
+    """Record the rerun once in the suture run's events (a repeated call finds it there)."""
+    from ..config import get_store
+
+    store = get_store()
+    if store.get_run(run_id) is None:
+        return
+    if any(e.get("kind") == "escalation" and (e.get("data") or {}).get("flow_run") == data["flow_run"]
+           for e in store.list_events(run_id)):
+        return
+    attempts = store.list_attempts(run_id)
+    store.add_event(run_id, attempts[-1].attempt if attempts else 0, "escalation", data)
+
+
 def escalate(
     flow_run_id: str,
     *,
-    memory: list[str],
+    memory: list[str] | None = None,
     pool_type: str | None = None,
     timeout: float = 0,
 ) -> Any:
     """Re-run a flow run that crashed for memory, through its deployment, one memory rung up.
 
-    Reads the crashed flow run, classifies its state message (OOM-killed / exit 137 / SIGKILL) and,
-    for a memory failure, calls ``run_deployment`` with the same parameters, the next rung of
-    ``memory`` in ``job_variables`` (mapped for the work pool's type, see
-    :func:`job_variables_for`) and the tag ``suture-run:<run id>`` so the new flow run continues the
-    same journal. Returns the new flow run, or ``None`` when the failure is not a memory one (a
-    preemption is retried on the same resources by Prefect itself: nothing to escalate).
+    Reads the crashed flow run, classifies its state message (OOM-killed / exit 137 / SIGKILL / the
+    limit suture enforces on a process pool) and, for a memory failure, :func:`rerun` s it with the
+    next rung of ``memory`` (default: the ladder the agent was given, ``memory=[...]``, recorded
+    with its run) in ``job_variables`` (mapped for the work pool's type, see
+    :func:`job_variables_for`), so the new flow run continues the same journal. Returns the new
+    flow run, or ``None`` when the failure is not a memory one. Calling it again for the same flow
+    run returns the same new flow run.
     """
     from prefect.client.orchestration import get_client
-    from prefect.deployments import run_deployment
 
     from ..failures import Evidence, RecoveryPolicy, Resources, classify, next_resources
 
     with get_client(sync_client=True) as client:
-        fr = client.read_flow_run(flow_run_id)
-        if fr.deployment_id is None:
-            raise ConfigError(f"flow run {flow_run_id} has no deployment: only deployed flows can be re-run "
-                              f"with other job variables")
-        deployment = client.read_deployment(fr.deployment_id)
-        flow = client.read_flow(fr.flow_id)
-        pool = pool_type
-        if pool is None and deployment.work_pool_name:
-            pool = client.read_work_pool(deployment.work_pool_name).type
+        fr, deployment, _, _ = _read(client, flow_run_id, pool_type)
     message = (fr.state.message if fr.state else "") or ""
-    # Prefect's crash messages: "exited with non-zero status code -9", "status code 137", "OOMKilled"
-    reason = "OOMKilled" if re.search(r"oom|out of memory|\b137\b|code -9\b|sigkill", message, re.IGNORECASE) else None
-    failure = classify(evidence=Evidence(reason=reason, stderr_tail=message, exit_code=137 if reason else None))
-    if failure.layer != "memory":
+    if _reason(message) != "memory":
         return None
-    current = (fr.job_variables or {}).get("env", {}).get("SUTURE_MEMORY_LIMIT") or (fr.job_variables or {}).get(
-        "memory") or memory[0]
-    nxt = next_resources(failure.model_copy(update={"resources": Resources(memory=current)}),
-                         Resources(memory=current), RecoveryPolicy(memory=memory))
-    if nxt is None:
-        raise GiveUp(f"flow run {flow_run_id} ran out of memory at {current}, the top of the ladder {memory}")
     run_id = next((t[len(RUN_TAG):] for t in fr.tags or [] if t.startswith(RUN_TAG)), str(fr.id))
-    variables = job_variables_for(pool or "process", nxt.memory or current)
-    return run_deployment(
-        name=f"{flow.name}/{deployment.name}", parameters=fr.parameters, job_variables=variables,
-        tags=[*(t for t in fr.tags or [] if not t.startswith(RUN_TAG)), RUN_TAG + run_id], timeout=timeout,
-    )
+    ladder = memory or recorded_ladder(run_id)
+    if not ladder:
+        raise ConfigError(f"flow run {flow_run_id} ran out of memory, but no memory ladder is known: pass "
+                          f"memory=[...] (--memory 512Mi,1Gi,...) or give the agent memory=[...]")
+    failure = classify(evidence=Evidence(reason="OOMKilled", stderr_tail=message, exit_code=137))
+    current = current_memory(effective_variables(deployment, fr)) or ladder[0]
+    nxt = next_resources(failure.model_copy(update={"resources": Resources(memory=current)}),
+                         Resources(memory=current), RecoveryPolicy(memory=ladder))
+    if nxt is None:
+        raise GiveUp(f"flow run {flow_run_id} ran out of memory at {current}, the top of the ladder {ladder}")
+    return rerun(flow_run_id, memory=nxt.memory or current, reason="memory/oom_killed",
+                 pool_type=pool_type, timeout=timeout)
+
+
+def recorded_ladder(run_id: str) -> list[str]:
+    """The memory ladder the agent of ``run_id`` was given (recorded with the run's labels)."""
+    from ..config import get_store
+
+    rec = get_store().get_run(run_id)
+    return list((rec.labels or {}).get("memory_ladder") or []) if rec is not None else []
