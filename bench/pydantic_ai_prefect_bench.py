@@ -30,6 +30,7 @@ bench/results/pydantic_ai_prefect.json.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 import tempfile
@@ -134,42 +135,52 @@ def main() -> int:
     done = f"done after {n} lookups"
     best = 3  # first runs are taken best of three (a shared 2-core machine; the ephemeral server on it)
 
-    def measured(agent, crash: dict | None = None):
-        """A flow body running ``agent``: records each attempt's agent time and live calls in
-        ``attempts``; raises once after the agent answered while ``crash["on"]``."""
+    def measured(agent, crash: dict | None = None, is_async: bool = False):
+        """A flow body running ``agent`` (``await agent.run`` when ``is_async``): records each
+        attempt's agent time and live calls in ``attempts``; raises once after the agent answered
+        while ``crash["on"]``."""
         attempts: list[dict] = []
 
-        def body(tag: str) -> str:
-            before = dict(live)
-            t0 = time.perf_counter()
-            out = agent.run_sync(prompt, usage_limits=limits).output
+        def record(before: dict, t0: float, out: str) -> str:
             attempts.append({"s": time.perf_counter() - t0, "live": {k: live[k] - before[k] for k in live}})
             if crash is not None and crash["on"]:
                 crash["on"] = False
                 raise ConnectionError("the flow run dies after the agent answered")
             return out
 
-        return body, attempts
+        def body(tag: str) -> str:
+            before, t0 = dict(live), time.perf_counter()
+            return record(before, t0, agent.run_sync(prompt, usage_limits=limits).output)
+
+        async def abody(tag: str) -> str:
+            before, t0 = dict(live), time.perf_counter()
+            return record(before, t0, (await agent.run(prompt, usage_limits=limits)).output)
+
+        return (abody if is_async else body), attempts
+
+    def call(fl, *args, **kw):
+        out = fl(*args, **kw)
+        return asyncio.run(out) if asyncio.iscoroutine(out) else out
 
     def wall(fn) -> float:
         t0 = time.perf_counter()
         assert fn() == done
         return time.perf_counter() - t0
 
-    def retried(agent, name: str, wrap=lambda f: f) -> list[dict]:
+    def retried(agent, name: str, wrap=lambda f: f, is_async: bool = False) -> list[dict]:
         """A flow run with retries=1 whose first attempt fails after the agent answered."""
-        body, attempts = measured(agent, {"on": True})
+        body, attempts = measured(agent, {"on": True}, is_async)
         fl = flow(retries=1, retry_delay_seconds=0, persist_result=False, name=name)(wrap(body))
-        assert fl("a") == done and len(attempts) == 2, attempts
+        assert call(fl, "a") == done and len(attempts) == 2, attempts
         return attempts
 
-    def pai_flows(agent, name: str) -> dict:
+    def pai_flows(agent, name: str, is_async: bool = False) -> dict:
         """b) flow runs of one flow with the same parameters (each a new flow run); d) a retry of
         one flow run whose first attempt failed after the agent answered."""
-        body, attempts = measured(agent)
+        body, attempts = measured(agent, None, is_async)
         fl = flow(persist_result=False, name=f"{name}-flow")(body)
-        walls = [wall(lambda: fl("a")) for _ in range(best)]
-        retry = retried(agent, f"{name}-retried")
+        walls = [wall(lambda: call(fl, "a")) for _ in range(best)]
+        retry = retried(agent, f"{name}-retried", is_async=is_async)
         return {"first": min(attempts, key=lambda a: a["s"]), "first_wall_s": min(walls), "again": attempts[1],
                 "retry_first": retry[0], "retry": retry[1]}
 
@@ -218,6 +229,8 @@ def main() -> int:
     res["pai_agent"] = pai_flows(wrapped, "pai-agent")
     time.sleep(2)
     res["pai_durability"] = pai_flows(capable, "pai-durability")
+    time.sleep(2)
+    res["pai_durability_async"] = pai_flows(capable, "pai-durability-async", is_async=True)
 
     def calls(d: dict) -> str:
         return f"{d['model']} / {d['tool']}"
@@ -232,6 +245,7 @@ def main() -> int:
         return f"{sec / base:.1f}x" if sec / base < 10 else f"{sec / base:.0f}x"
 
     pa, pd, su = res["pai_agent"], res["pai_durability"], res["suture"]
+    pq = res["pai_durability_async"]
     files = sum(1 for f in Path(os.environ["PREFECT_LOCAL_STORAGE_PATH"]).rglob("*") if f.is_file())
     tasks = "a Prefect task per model request and tool call; each result persisted to a file"
     all_live = calls({"model": n + 1, "tool": n})
@@ -242,6 +256,8 @@ def main() -> int:
          calls(pa["first"]["live"]), tasks),
         ("b) Agent + PrefectDurability in @flow, best of 3", ms(pd["first"]["s"]), vs(pd["first"]["s"]),
          calls(pd["first"]["live"]), tasks),
+        ("b) the same, await agent.run in an async @flow", ms(pq["first"]["s"]), vs(pq["first"]["s"]),
+         calls(pq["first"]["live"]), tasks),
         ("c) suture steps, @flow + @suture_prefect.agent, best of 3", us(su["first"]["s"]), vs(su["first"]["s"]),
          calls(su["first"]["live"]), "a journal row per call; SQLite store, default synchronous"),
         ("an empty Prefect flow run (fixed cost of any run)", f"{flow_fixed:.2f} s per run", "", "", ""),
@@ -249,6 +265,8 @@ def main() -> int:
          calls(pa["again"]["live"]), "RUN_ID in the cache key: every task runs again"),
         ("d) PrefectDurability: same flow again (new flow run)", ms(pd["again"]["s"]), vs(pd["again"]["s"]),
          calls(pd["again"]["live"]), "RUN_ID in the cache key: every task runs again"),
+        ("d) the same, async @flow", ms(pq["again"]["s"]), vs(pq["again"]["s"]),
+         calls(pq["again"]["live"]), "RUN_ID in the cache key: every task runs again"),
         ("d) suture: completed run called again (same run_key)", f"{su['again_wall_s']:.2f} s whole flow run",
          "", "0 / 0", "its stored result is returned; the body does not run"),
         ("d) suture: new flow run after a crash (same run_key)", us(su["resume"]["s"]), vs(su["resume"]["s"]),
@@ -257,6 +275,8 @@ def main() -> int:
          calls(pa["retry"]["live"]), "its own subflow is a new flow run: every task runs again"),
         ("d) PrefectDurability: retry of the same flow run", ms(pd["retry"]["s"]), vs(pd["retry"]["s"]),
          calls(pd["retry"]["live"]), "every task a cache hit"),
+        ("d) the same, async @flow", ms(pq["retry"]["s"]), vs(pq["retry"]["s"]),
+         calls(pq["retry"]["live"]), "every task a cache hit"),
         ("d) suture: retry of the same flow run", us(su["retry"]["s"]), vs(su["retry"]["s"]),
          calls(su["retry"]["live"]), "replayed from the journal"),
     ]

@@ -37,6 +37,7 @@ from typing import Any
 
 from ..errors import ConfigError, Preempted, SutureError, Suspended, command
 from ..manager import hookimpl
+from ._memory import tree_rss
 
 POLL_SECONDS = 0.02
 RLIMIT_FACTOR = 1.25
@@ -111,27 +112,6 @@ def resume_run(run_id: str) -> Any:
 # ------------------------------------------------------------------------------------------------
 # watching a child
 # ------------------------------------------------------------------------------------------------
-
-
-def tree_rss(pid: int) -> int:
-    """Resident memory of a process and all its descendants, in bytes (0 if it is gone)."""
-    total = 0
-    stack = [pid]
-    seen: set[int] = set()
-    while stack:
-        p = stack.pop()
-        if p in seen:
-            continue
-        seen.add(p)
-        try:
-            with open(f"/proc/{p}/statm", "rb") as fh:
-                total += int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-            for task in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{task}/children", "rb") as fh:
-                    stack.extend(int(c) for c in fh.read().split())
-        except (OSError, ValueError, IndexError):
-            continue
-    return total
 
 
 class _Child:

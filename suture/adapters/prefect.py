@@ -201,6 +201,27 @@ def _prefect_will_retry() -> bool:
     return ctx.flow_run.run_count <= retries
 
 
+def _cancelled_by_prefect() -> bool:
+    """Whether the SIGTERM this flow run got is Prefect cancelling it (its runner's intent, or the
+    flow run's state Cancelling), rather than a preemption."""
+    try:
+        from prefect._internal.control_listener import get_intent
+
+        if get_intent() == "cancel":
+            return True
+    except ImportError:
+        pass
+    from prefect.client.orchestration import get_client
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None:
+        return False
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(ctx.flow_run.id).state
+    return state is not None and state.type.value in ("CANCELLING", "CANCELLED")
+
+
 def _ordinal() -> int | None:
     """The attempt's ordinal: the flow run's ``run_count`` (a task-level agent: flow run count, then
     the task run's, as one number that increases across both kinds of retry)."""
@@ -292,8 +313,30 @@ class _Attempt(Attempt):
 
     def interrupted(self, exc: BaseException) -> None:
         prefect_memory.release(self)
-        if not self.suspended:  # a suspension is recorded before Prefect suspends
+        if self.suspended:  # a suspension is recorded before Prefect suspends
+            return
+        if type(exc).__name__ != "TerminationSignal":
             super().interrupted(exc)
+            return
+        # SIGTERM: Prefect cancelling the flow run, or the node going away (a preemption)
+        try:
+            if _cancelled_by_prefect():
+                self.h.end_attempt(self.run, "cancelled")
+                self.h.finish("cancelled", error=None)
+                return
+            from ..failures import Failure
+
+            failure = Failure(layer="preemption", kind="sigterm", run_id=self.run.run_id, attempt=self.run.attempt,
+                              resources=self.run.resources,
+                              message=f"flow run {self.flow_run_id} was stopped by SIGTERM (not a cancellation)")
+            action = Action(kind="retry", spends_budget=False, reason="a preemption: rerun on the same resources "
+                            "(`suture prefect watch` reruns crashed flow runs)")
+            self.h.record_failure(self.run.attempt, failure, action)
+            self.h.store.end_attempt(self.run.run_id, self.run.attempt, "preempted", self.run.stats.as_dict(),
+                                     failure.model_dump(mode="json"), action.model_dump(mode="json"))
+            self.h.finish("interrupted", error=None)
+        except Exception:  # noqa: BLE001 - never hide the signal itself
+            pass
 
     def succeeded(self, result: Any) -> Any:
         prefect_memory.release(self)

@@ -1,4 +1,5 @@
-"""Built-in CLI plugin: ``suture prefect escalate FLOW_RUN_ID`` (Prefect is imported only when run)."""
+"""Built-in CLI plugin: ``suture prefect escalate FLOW_RUN_ID`` and ``suture prefect watch`` (Prefect is
+imported only when they run)."""
 
 from __future__ import annotations
 
@@ -42,3 +43,16 @@ def suture_register_commands(cli: Any) -> None:
             click.echo(f"flow run {flow_run_id} did not fail for memory: nothing to escalate")
         else:
             click.echo(f"new flow run {new.id} ({new.name}) with job variables {new.job_variables}")
+
+    @prefect.command("watch")
+    @click.option("--memory", default=None, help="The memory ladder (default: each agent's own memory=[...]).")
+    @click.option("--interval", default=15.0, show_default=True, type=click.FloatRange(min=0.5),
+                  help="Seconds between two passes.")
+    @click.option("--once", is_flag=True, help="One pass, then exit.")
+    def watch_cmd(memory: str | None, interval: float, once: bool) -> None:
+        """Rerun Crashed flow runs of suture agents: one memory rung up after an OOM kill, on the same
+        resources after a preemption; never a cancelled run. Prefect itself never retries a crash."""
+        from .prefect_escalate import watch
+
+        ladder = [m.strip() for m in memory.split(",") if m.strip()] if memory else None
+        watch(memory=ladder, interval=interval, passes=1 if once else None, echo=click.echo)

@@ -51,9 +51,9 @@ def _reason(message: str) -> str | None:
     """What a Crashed flow run's state message says: ``"memory"``, ``"preempted"`` or ``None``."""
     # Prefect's crash messages: "exited with non-zero status code -9", "status code 137", "OOMKilled";
     # a preempted node or a spot reclaim ends the process with SIGTERM (-15 / 143)
-    if re.search(r"oom|out of memory|memory limit|\b137\b|code -9\b|sigkill", message, re.IGNORECASE):
+    if re.search(r"oom|out of memory|memory limit|\b137\b|code:?\s*-9\b|sigkill", message, re.IGNORECASE):
         return "memory"
-    if re.search(r"preempt|spot|evict|sigterm|\b143\b|code -15\b", message, re.IGNORECASE):
+    if re.search(r"preempt|spot|evict|sigterm|termination signal|\b143\b|code:?\s*-15\b", message, re.IGNORECASE):
         return "preempted"
     return None
 
@@ -180,3 +180,92 @@ def recorded_ladder(run_id: str) -> list[str]:
 
     rec = get_store().get_run(run_id)
     return list((rec.labels or {}).get("memory_ladder") or []) if rec is not None else []
+
+
+# ------------------------------------------------------------------------------------------------
+# healing crashed flow runs with no one watching
+# ------------------------------------------------------------------------------------------------
+
+
+def _crash_reason(store: Any, run_id: str, message: str) -> str | None:
+    """Why a suture run's flow run crashed: what its last attempt recorded, else the state message."""
+    attempts = store.list_attempts(run_id)
+    last = attempts[-1] if attempts else None
+    if last is not None and last.status == "preempted":
+        return "preempted"
+    layer = ((last.failure or {}).get("layer") if last is not None else None)
+    if layer in ("memory", "preemption"):
+        return "memory" if layer == "memory" else "preempted"
+    return _reason(message)
+
+
+def watch_once(*, memory: list[str] | None = None, limit: int = 200) -> list[dict[str, Any]]:
+    """One pass over Crashed flow runs of suture agents: rerun each once, as the failure asks.
+
+    Prefect never retries a Crashed flow run (an OOM kill, a preempted node, a lost process). For a
+    flow run of a suture run (its deployment known): a **memory** crash is :func:`escalate` d one rung
+    up (``memory`` or the agent's recorded ladder); a **preemption** is :func:`rerun` on the same
+    resources; anything else is left for a person and reported. A flow run that was **cancelled**
+    is never rerun (it is Cancelled, not Crashed, and its suture run ended ``cancelled``). Each flow
+    run is rerun at most once (idempotent). Returns what was done, one dict per crashed flow run.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+
+    from ..config import get_store
+
+    store = get_store()
+    done: list[dict[str, Any]] = []
+    with get_client(sync_client=True) as client:
+        crashed = client.read_flow_runs(flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
+            type=FlowRunFilterStateType(any_=[StateType.CRASHED]))), limit=limit)
+    for fr in crashed:
+        run_id = next((t[len(RUN_TAG):] for t in fr.tags or [] if t.startswith(RUN_TAG)), str(fr.id))
+        rec = store.get_run(run_id)
+        if rec is None or fr.deployment_id is None:
+            continue  # not a suture run, or nothing to rerun it from
+        item: dict[str, Any] = {"flow_run": str(fr.id), "run_id": run_id}
+        if rec.status in ("cancelled", "succeeded"):
+            done.append({**item, "action": "none", "why": f"the suture run is {rec.status}"})
+            continue
+        earlier = [e["data"] for e in store.list_events(run_id)
+                   if e["kind"] == "escalation" and (e.get("data") or {}).get("from_flow_run") == str(fr.id)]
+        if earlier:
+            done.append({**item, "action": "none", "why": f"already rerun as flow run {earlier[-1]['flow_run']}"})
+            continue
+        reason = _crash_reason(store, run_id, (fr.state.message if fr.state else "") or "")
+        try:
+            if reason == "memory":
+                new = escalate(str(fr.id), memory=memory)
+                done.append({**item, "action": "escalated", "new_flow_run": str(new.id) if new else None})
+            elif reason == "preempted":
+                new = rerun(str(fr.id), reason="preemption/sigterm")
+                done.append({**item, "action": "rerun", "new_flow_run": str(new.id)})
+            else:
+                done.append({**item, "action": "none", "why": "the crash is not a memory kill or a preemption: "
+                                                             "look at it (`suture show`), then rerun it yourself"})
+        except (GiveUp, ConfigError) as exc:
+            done.append({**item, "action": "none", "why": str(exc)})
+    return done
+
+
+def watch(*, memory: list[str] | None = None, interval: float = 15.0, passes: int | None = None,
+          echo: Any = print) -> None:
+    """:func:`watch_once` every ``interval`` seconds (``passes`` times; ``None``: until stopped),
+    reporting each rerun through ``echo``. ``suture prefect watch`` runs it."""
+    import time
+
+    seen: set[tuple[str, str]] = set()
+    n = 0
+    while passes is None or n < passes:
+        for item in watch_once(memory=memory):
+            key = (item["flow_run"], item["action"])
+            if key not in seen:
+                seen.add(key)
+                echo(f"flow run {item['flow_run']} (run {item['run_id']}): {item['action']}"
+                     + (f" -> flow run {item['new_flow_run']}" if item.get("new_flow_run") else "")
+                     + (f" ({item['why']})" if item.get("why") else ""))
+        n += 1
+        if passes is None or n < passes:
+            time.sleep(interval)

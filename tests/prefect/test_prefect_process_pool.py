@@ -112,3 +112,72 @@ def test_a_400mb_step_oom_killed_at_256mi_succeeds_one_rung_up_with_earlier_call
     escalations = [e["data"] for e in store.list_events(str(fr.id)) if e["kind"] == "escalation"]
     assert len(escalations) == 1 and escalations[0]["to"] == {"memory": "1Gi"}
     assert escalations[0]["from"] == {"memory": "256Mi"} and escalations[0]["flow_run"] == str(new.id)
+
+
+def test_a_preempted_flow_run_is_rerun_by_watch_and_a_cancelled_one_never(prefect_env, tmp_path, store):
+    """SIGTERM of the flow-run process (a node going away): Crashed in Prefect, `preempted` in suture,
+    and `suture prefect watch` reruns it on the same resources, replaying what completed. A flow run
+    cancelled through Prefect ends `cancelled` and is never rerun."""
+    from click.testing import CliRunner
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.states import Cancelling
+
+    from suture.adapters.prefect_escalate import watch_once
+    from suture.cli import cli
+    from suture.manager import hook
+
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name="suture-slow", type="process"), overwrite=True)
+    deployment_id = flow.from_source(source=str(FLOWS), entrypoint="hungry.py:slow_research").deploy(
+        name="slow", work_pool_name="suture-slow", build=False, push=False, print_next_steps=False,
+        job_variables={"env": {"SUTURE_MEMORY_LIMIT": "2Gi"}})
+    log = tmp_path / "steps.log"
+    env = dict(prefect_env, STEP_LOG=str(log))
+
+    def slow_lines():
+        return [ln for ln in log.read_text().split("\n") if ln.startswith("slow")] if log.exists() else []
+
+    with worker(env, "suture-slow", tmp_path / "worker.log"), get_client(sync_client=True) as client:
+        pre = client.create_flow_run_from_deployment(deployment_id, parameters={"n": 8})
+        wait_for(lambda: len(slow_lines()) >= 3, what="three steps of the run to be preempted")
+        time.sleep(0.2)  # inside the fourth step
+        os.kill(int(Path(f"{log}.8.pid").read_text()), signal.SIGTERM)
+        state = wait_for(lambda: (s := _state(client, pre.id)).is_final() and s, what="the preempted run to end")
+        assert state.type.value == "CRASHED", state
+        assert store.list_attempts(str(pre.id))[-1].status == "preempted"
+
+        cancel = client.create_flow_run_from_deployment(deployment_id, parameters={"n": 40})
+        wait_for(lambda: len([ln for ln in slow_lines() if ln.startswith("slow 40:")]) >= 2,
+                 what="the second run to work")
+        client.set_flow_run_state(cancel.id, Cancelling(), force=True)
+        state = wait_for(lambda: (s := _state(client, cancel.id)).is_final() and s, what="the cancellation")
+        assert state.type.value == "CANCELLED", state
+        wait_for(lambda: store.get_run(str(cancel.id)).status == "cancelled", timeout=30,
+                 what="the suture run to end cancelled")
+
+        if "prefect" not in cli.commands:
+            hook().suture_register_commands(cli=cli)
+        out = CliRunner().invoke(cli, ["prefect", "watch", "--once"])
+        assert out.exit_code == 0, out.output
+        assert f"flow run {pre.id} (run {pre.id}): rerun -> flow run" in out.output, out.output
+        assert str(cancel.id) not in out.output
+        rerun_id = out.output.split("rerun -> flow run ")[1].split()[0]
+        done = wait_for(lambda: (s := _state(client, rerun_id)).is_final() and s, timeout=180, what="the rerun")
+        assert done.is_completed(), done
+        assert client.read_flow_run(rerun_id).job_variables == {"env": {"SUTURE_MEMORY_LIMIT": "2Gi"}}
+        # a second pass reruns nothing
+        assert [i["action"] for i in watch_once() if i["flow_run"] == str(pre.id)] == ["none"]
+
+    counts = {}
+    for ln in slow_lines():
+        counts.setdefault(ln, 0)
+        counts[ln] += 1
+    pre_steps = [f"slow 8:{i}" for i in range(8)]
+    assert all(counts.get(s, 0) >= 1 for s in pre_steps)
+    assert sum(1 for s in pre_steps if counts.get(s, 0) > 1) <= 1  # only the step in flight at the SIGTERM
+    assert store.get_run(str(pre.id)).status == "succeeded"
+    assert [a.status for a in store.list_attempts(str(pre.id))] == ["preempted", "succeeded"]
+    assert store.get_run(str(cancel.id)).status == "cancelled"
+    assert store.list_attempts(str(cancel.id))[-1].status == "cancelled"

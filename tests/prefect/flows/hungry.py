@@ -35,3 +35,18 @@ def crunch(mb: int) -> int:
 @sp.agent(memory=["256Mi", "1Gi"])
 def hungry(mb: int) -> int:
     return sum(think(i) for i in range(3)) + crunch(mb)
+
+
+@suture.step(name="slow")
+def slow(n: int, i: int) -> int:
+    time.sleep(0.5)
+    _log(f"slow {n}:{i}")
+    return i
+
+
+@flow(name="slow-research", persist_result=False)
+@sp.agent
+def slow_research(n: int) -> int:
+    with open(os.environ["STEP_LOG"] + f".{n}.pid", "w") as fh:
+        fh.write(str(os.getpid()))
+    return sum(slow(n, i) for i in range(n))
