@@ -8,7 +8,8 @@ b) wrapped in pydantic-ai's ``PrefectAgent``, called inside a ``@flow``: every m
    every tool call is a Prefect task with pydantic-ai's cache policy
    (``PrefectAgentInputs() + TASK_SOURCE + RUN_ID``) and a persisted result;
 b') with pydantic-ai's ``PrefectDurability`` capability (what replaces the deprecated
-   ``PrefectAgent``), ``agent.run_sync`` inside a ``@flow``: the same tasks;
+   ``PrefectAgent``), ``agent.run_sync`` inside a sync ``@flow`` and ``await agent.run`` inside an
+   async one (pydantic-ai's tasks are async; awaited from a sync flow each one costs more);
 c) with its model function and its tool each calling a ``@suture.step``, inside ``@flow`` +
    ``@suture_prefect.agent``: one journal row per call in suture's SQLite store;
 d) again under the same identity once it has completed — a new flow run (suture: the same
