@@ -254,6 +254,11 @@ def build_agent(f: Callable[..., Any], *, namespace: dict[str, Any] | None = Non
     """Validate the options of :func:`agent` and build the :class:`Agent` (adapters use this)."""
     import dataclasses
 
+    if getattr(f, "__suture_step__", None) is not None:
+        raise ConfigError(
+            f"@suture.agent is above @suture.step on {getattr(f, '__name__', f)!r}: the agent's body would be one "
+            f"step, journaled only once it returns, so a crash inside it replays nothing. Keep @suture.agent "
+            f"on the function and put @suture.step on the functions it calls")
     known = {fld.name for fld in dataclasses.fields(AgentOptions)}
     unknown = sorted(set(options) - known)
     if unknown:

@@ -243,15 +243,20 @@ class RunHandle:
         )
         emit("suture_attempt_end", run=run.info, attempt=run.attempt, stats=run.stats)
 
-    def record_failure(self, attempt: int, failure: Failure, action: Action) -> None:
-        """An attempt died out of process (a killed child): record the failure and the decision."""
+    def record_failure(self, attempt: int, failure: Failure, action: Action, status: str = "crashed",
+                       stats: dict[str, Any] | None = None) -> None:
+        """An attempt died out of process (a killed child, a killed flow-run process): record the
+        failure, the decision, and its end (``crashed``: it was killed, it did not fail by itself)."""
         self.store.add_event(self.run_id, attempt, "failure", failure.model_dump(mode="json"))
         self.store.add_event(self.run_id, attempt, "decision", {"failure": f"{failure.layer}/{failure.kind}",
                                                                 **action.model_dump(mode="json")})
         emit("suture_failure", run=self.info, failure=failure)
         emit("suture_recovery", run=self.info, failure=failure, action=action)
-        self.store.end_attempt(self.run_id, attempt, "failed", {}, failure.model_dump(mode="json"),
-                               action.model_dump(mode="json"))
+        if stats is None:  # the stats a child recorded itself are kept
+            own = next((a for a in self.store.list_attempts(self.run_id) if a.attempt == attempt), None)
+            stats = own.stats if own else {}
+        self.store.end_attempt(self.run_id, attempt, status, stats,
+                               failure.model_dump(mode="json"), action.model_dump(mode="json"))
 
     def record_escalation(self, attempt: int, previous: Resources, resources: Resources, failure: Failure) -> None:
         """The next attempt runs with more ``resources``: an event for ``suture show`` and the hooks."""

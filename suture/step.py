@@ -451,6 +451,11 @@ def step(
             kind = type(f).__name__
             raise TypeError(f"@suture.step is applied to a {kind} object: put @{kind} above @suture.step "
                             f"(@{kind} / @suture.step / def ...)")
+        if getattr(f, "__suture_agent__", None) is not None:
+            raise ConfigError(
+                f"@suture.step is applied to the agent {getattr(f, '__name__', f)!r}: an agent is a run, not a "
+                f"step of one. Put @suture.step on the functions the agent calls, or call the agent from a "
+                f"plain function (one agent per run)")
         return _wrap(
             Step(
                 f, name=name, cache=cache, version=None if version is None else str(version), ttl=ttl,

@@ -276,9 +276,7 @@ class _Attempt(Attempt):
                            context=context)
         policy = policy_for(run)
         action = attempt_action(choose_action(failure, self.h.history(), policy), policy, can_escalate=True)
-        self.h.record_failure(run.attempt, failure, action)
-        self.h.store.end_attempt(run.run_id, run.attempt, "crashed", run.stats.as_dict(),
-                                 failure.model_dump(mode="json"), action.model_dump(mode="json"))
+        self.h.record_failure(run.attempt, failure, action, stats=run.stats.as_dict())  # ended crashed
         new = self._escalate(failure, action)
         self.h.finish("retrying" if new is not None else "failed", error=None)
         where = (f"; suture started flow run {new.name} ({new.id}) with memory={action.resources.memory}"
@@ -331,9 +329,8 @@ class _Attempt(Attempt):
                               message=f"flow run {self.flow_run_id} was stopped by SIGTERM (not a cancellation)")
             action = Action(kind="retry", spends_budget=False, reason="a preemption: rerun on the same resources "
                             "(`suture prefect watch` reruns crashed flow runs)")
-            self.h.record_failure(self.run.attempt, failure, action)
-            self.h.store.end_attempt(self.run.run_id, self.run.attempt, "preempted", self.run.stats.as_dict(),
-                                     failure.model_dump(mode="json"), action.model_dump(mode="json"))
+            self.h.record_failure(self.run.attempt, failure, action, status="preempted",
+                                  stats=self.run.stats.as_dict())
             self.h.finish("interrupted", error=None)
         except Exception:  # noqa: BLE001 - never hide the signal itself
             pass

@@ -54,12 +54,34 @@ class LocalDriver:
 
         return run
 
+    def wrong_order(self) -> BaseException | None:
+        """Decorate an agent the wrong way round (here: ``@suture.agent`` above ``@suture.step``);
+        the exception it raised, or ``None``."""
+        try:
+            @suture.agent(name="conf-wrong")
+            @suture.step(name="conf-wrong-step")
+            def wrong() -> int:
+                return 1
+        except Exception as exc:  # noqa: BLE001 - what the scenario checks
+            return exc
+        return None
+
 
 class IsolatedDriver(LocalDriver):
     name = "local-isolated"
 
     def agent(self) -> Any:
         return agents.isolated_agent  # module level: the child process imports it by name
+
+    def build_with(self, ag: Any, scenario: str) -> Callable[..., Outcome]:
+        def run(run_id: str | None = None) -> Outcome:
+            rid = run_id or f"conf-{uuid.uuid4().hex[:12]}"
+            try:
+                return Outcome(ag.run(scenario, run_id=rid), None, rid)
+            except Exception as exc:  # noqa: BLE001
+                return Outcome(None, exc, rid)
+
+        return run
 
 
 def _client():
@@ -106,6 +128,21 @@ class PrefectFlowDriver:
             return Outcome(None, _exception(state), rid, fr.run_count)
 
         return run
+
+    def wrong_order(self) -> BaseException | None:
+        """``@suture_prefect.agent`` above ``@flow``."""
+        from prefect import flow
+
+        from suture.adapters import prefect as suture_prefect
+
+        try:
+            @suture_prefect.agent
+            @flow(name="conf-wrong")
+            def wrong() -> int:
+                return 1
+        except Exception as exc:  # noqa: BLE001
+            return exc
+        return None
 
 
 class PrefectTaskDriver:
@@ -156,6 +193,21 @@ class PrefectTaskDriver:
             return Outcome(None, _exception(state), rid, counts[0])
 
         return run
+
+    def wrong_order(self) -> BaseException | None:
+        """``@suture_prefect.agent`` above ``@task``."""
+        from prefect import task
+
+        from suture.adapters import prefect as suture_prefect
+
+        try:
+            @suture_prefect.agent
+            @task(name="conf-wrong")
+            def wrong() -> int:
+                return 1
+        except Exception as exc:  # noqa: BLE001
+            return exc
+        return None
 
 
 DRIVERS = {d.name: d for d in (LocalDriver, IsolatedDriver, PrefectFlowDriver, PrefectTaskDriver)}

@@ -37,6 +37,26 @@ def conformance_prefect_server():
         yield api
 
 
+#: every adapter of DESIGN.md "Adapters"; one without a driver here is skipped with its reason
+ADAPTERS = ["local", "local-isolated", "prefect-flow", "prefect-task", "flytekit", "flyte2"]
+NOT_YET = {
+    "flytekit": "the flytekit adapter's conformance driver is issue 16's (the Flyte adapters pass this suite there)",
+    "flyte2": "the Flyte 2 adapter's conformance driver is issue 16's (the Flyte adapters pass this suite there)",
+}
+
+
+@pytest.fixture(params=ADAPTERS)
+def driver(request, store, step_log):
+    """The scenario's adapter (conformance_drivers.py)."""
+    from conformance_drivers import DRIVERS
+
+    if request.param in NOT_YET:
+        pytest.skip(NOT_YET[request.param])
+    if request.param.startswith("prefect"):
+        request.getfixturevalue("conformance_prefect_server")
+    return DRIVERS[request.param](store)
+
+
 @pytest.fixture()
 def step_log(tmp_path, monkeypatch):
     """The file every step execution of this test is appended to (inherited by child processes)."""

@@ -13,21 +13,9 @@ import os
 import subprocess
 import sys
 
-import pytest
 from conformance_agents import executions, pids
-from conformance_drivers import DRIVERS
 
 import suture
-
-ADAPTERS = ["local", "local-isolated", "prefect-flow", "prefect-task"]
-
-
-@pytest.fixture(params=ADAPTERS)
-def driver(request, store, step_log):
-    if request.param.startswith("prefect"):
-        request.getfixturevalue("conformance_prefect_server")
-    return DRIVERS[request.param](store)
-
 
 def counts(step_log) -> dict[str, int]:
     return executions(str(step_log))

@@ -41,6 +41,7 @@ def test_watchdog_kills_gradual_growth_and_next_rung_succeeds(env, store):
     assert steps(env) == [("prepare1", 1), ("prepare2", 1), ("gradual", 1), ("gradual", 2), ("prepare3", 2)]
     attempts = store.list_attempts("g")
     assert [a.resources.get("memory") for a in attempts] == ["150Mi", "300Mi"]
+    assert [a.status for a in attempts] == ["crashed", "succeeded"]  # killed by the watchdog: a crash
     first = attempts[0]
     assert first.failure["layer"] == "memory" and first.failure["kind"] == "oom_killed"
     assert first.failure["evidence"]["signal"] == signal.SIGKILL

@@ -108,6 +108,7 @@ def test_a_400mb_step_oom_killed_at_256mi_succeeds_one_rung_up_with_earlier_call
     attempts = store.list_attempts(str(fr.id))
     assert [(a.status, a.resources.get("memory")) for a in attempts] == [("crashed", "256Mi"), ("succeeded", "1Gi")]
     assert attempts[0].failure["layer"] == "memory" and attempts[0].failure["evidence"]["peak_rss_bytes"] > 256 << 20
+    assert attempts[0].stats["live"] == 3  # what the killed attempt completed, kept with its record
     assert attempts[1].stats["replayed"] == 3 and attempts[1].stats["live"] == 1
     escalations = [e["data"] for e in store.list_events(str(fr.id)) if e["kind"] == "escalation"]
     assert len(escalations) == 1 and escalations[0]["to"] == {"memory": "1Gi"}

@@ -117,8 +117,45 @@ def handled() -> int:
         return fallback(start)
 
 
+@suture.step(name="conf-hog")
+def hog(mb: int) -> int:
+    """Holds ``mb`` MB resident (touched pages, growing 10 MB at a time, as real work would)."""
+    import time
+
+    log("hog")
+    chunks = []
+    for _ in range(mb // 10):
+        chunks.append(b"x" * (10 << 20))
+        time.sleep(0.01)
+    return sum(len(c) for c in chunks) >> 20
+
+
+@suture.step(name="conf-nap")
+def nap(i: int) -> int:
+    import time
+
+    time.sleep(0.3)
+    log("nap")
+    return i
+
+
+def oom() -> int:
+    """A 300 MB step between two small ones: 2 + 300 + 4 = 306 ... (1+1) + 300, then *2."""
+    return s2(s1(1) + hog(300))
+
+
+def naps() -> int:
+    return s1(1) + sum(nap(i) for i in range(6))  # 2 + 15 = 17
+
+
+def question() -> int:
+    start = s1(1)
+    answer = suture.ask("approve the conformance budget?")
+    return start + (10 if answer == "yes" else 0)
+
+
 BODIES = {"five_steps": five_steps, "code_bug": code_bug, "budget": budget, "three_steps": three_steps,
-          "handled": handled}
+          "handled": handled, "oom": oom, "naps": naps, "question": question}
 
 
 def dispatch(scenario: str) -> int:
@@ -128,4 +165,10 @@ def dispatch(scenario: str) -> int:
 # the local-isolated adapter's agent: every attempt runs in a child process that imports it by name
 @suture.agent(name="conf-isolated", isolate=True, max_attempts=2)
 def isolated_agent(scenario: str, key: str = "") -> int:
+    return dispatch(scenario)
+
+
+# an escalation ladder: memory is enforced only in a child process (local-isolated)
+@suture.agent(name="conf-oom", memory=["200Mi", "800Mi"], cpu=2, max_attempts=2)
+def oom_agent(scenario: str, key: str = "") -> int:
     return dispatch(scenario)
