@@ -250,3 +250,119 @@ def test_suture_answer_resumes_a_paused_flow_run(store, prefect_env):
     assert out["state"].is_completed(), out["state"]
     assert out["state"].result() == "approved: yes"
     assert not store.questions(status="pending")
+
+
+def test_submitted_tasks_with_equal_parameters_are_journaled_apart_and_replayed(store):
+    """`.submit()` under a flow-level agent, the same task submitted twice with equal parameters:
+    each submission is its own branch (task key, parameters, occurrence), and a flow retry replays
+    all three without running any of them again."""
+    from prefect import flow, task
+
+    from suture.adapters import prefect as sp
+
+    calls = Counter()
+    crash = {"on": True}
+
+    @suture.step(name="fetch-page")
+    def fetch_page(url: str) -> str:
+        calls[url] += 1
+        return f"<{url}:{calls[url]}>"
+
+    @task(persist_result=False)
+    def scrape(url: str) -> str:
+        return fetch_page(url)
+
+    @flow(retries=1, retry_delay_seconds=0, persist_result=False)
+    @sp.agent
+    def crawl(urls: list[str]) -> list[str]:
+        futures = [scrape.submit(u) for u in urls]
+        out = [f.result() for f in futures]
+        if crash["on"]:
+            crash["on"] = False
+            raise ConnectionError("the crawler lost its connection after the fan-out")
+        return out
+
+    state = crawl(["a", "a", "b"], return_state=True)
+    assert state.is_completed(), state
+    assert sorted(state.result()) == ["<a:1>", "<a:2>", "<b:1>"]  # two live calls of a, recorded apart
+    assert calls == Counter({"a": 2, "b": 1})  # the retry ran none of them again
+    entries = store.list_entries(str(_flow_run(state).id))
+    assert len(entries) == 3 and len({e.path for e in entries}) == 3
+
+
+def test_a_mapped_task_level_agent_keeps_each_journal_when_the_flow_retries(store):
+    """`agent_task.map(...)`: each mapped task run is its own suture run, keyed by its identity in
+    the flow run (not the task-run id, which a flow retry renews): the retry replays every one."""
+    from prefect import flow, task
+
+    from suture.adapters import prefect as sp
+
+    calls = Counter()
+    crash = {"on": True}
+
+    @suture.step(name="summarise")
+    def summarise(doc: str) -> str:
+        calls[doc] += 1
+        return doc[::-1]
+
+    @task(persist_result=False)
+    @sp.agent
+    def digest(doc: str) -> str:
+        return summarise(doc) + summarise(doc + "+")
+
+    @flow(retries=1, retry_delay_seconds=0, persist_result=False)
+    def nightly(docs: list[str]) -> list[str]:
+        out = digest.map(docs).result()
+        if crash["on"]:
+            crash["on"] = False
+            raise ConnectionError("lost after the map")
+        return out
+
+    state = nightly(["ab", "cd", "ef"], return_state=True)
+    assert state.is_completed(), state
+    assert state.result() == ["ba+ba", "dc+dc", "fe+fe"]
+    assert calls == Counter({"ab": 1, "cd": 1, "ef": 1, "ab+": 1, "cd+": 1, "ef+": 1})
+    runs = [r for r in store.list_runs(limit=100) if r.agent.endswith("digest")]
+    assert len(runs) == 3 and all(r.status == "succeeded" for r in runs)
+
+
+def test_a_given_up_flow_run_retried_by_a_person_gets_its_retries_back(store):
+    """A code bug gives up and zeroes the flow run's retries=2 (Prefect fails fast). A person fixes the
+    cause and retries the flow run (its state set to Scheduled; the engine runs it again): a transient
+    error now gets Prefect's retries again, not a budget left at zero."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.flow_engine import run_flow
+    from prefect.states import Scheduled
+
+    from suture.adapters import prefect as sp
+
+    calls = Counter()
+
+    @suture.step(name="load", max_attempts=1)
+    def load() -> int:
+        calls["load"] += 1
+        n = calls["load"]
+        if n == 1:
+            raise KeyError("revenue")  # a code bug: give up
+        if n == 2:
+            raise ConnectionError("reset by peer")  # transient: Prefect's retry
+        return n
+
+    @flow(retries=2, retry_delay_seconds=0, persist_result=False)
+    @sp.agent
+    def report() -> int:
+        return load()
+
+    state = report(return_state=True)
+    assert state.is_failed()
+    fr = _flow_run(state)
+    assert fr.run_count == 1 and fr.empirical_policy.retries == 0  # zeroed: Prefect failed fast
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(fr.id, Scheduled(), force=True)  # `prefect flow-run retry`
+        again = run_flow(report, flow_run=client.read_flow_run(fr.id), return_type="state")
+        assert again.is_completed(), again
+        final = client.read_flow_run(fr.id)
+    assert again.result() == 3 and calls["load"] == 3
+    assert final.empirical_policy.retries == 2 and final.run_count == 3  # Prefect retried the ConnectionError
+    assert store.get_run(str(fr.id)).status == "succeeded"
