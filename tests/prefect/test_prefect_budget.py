@@ -366,3 +366,23 @@ def test_a_given_up_flow_run_retried_by_a_person_gets_its_retries_back(store):
     assert again.result() == 3 and calls["load"] == 3
     assert final.empirical_policy.retries == 2 and final.run_count == 3  # Prefect retried the ConnectionError
     assert store.get_run(str(fr.id)).status == "succeeded"
+
+
+def test_suspend_without_a_deployment_is_a_clear_error(store):
+    from prefect import flow
+
+    from suture.adapters import prefect as sp
+
+    @flow(retries=2, retry_delay_seconds=0, persist_result=False)
+    @sp.agent(wait_for_answer="suspend")
+    def approve() -> str:
+        return suture.ask("ship it?")
+
+    state = approve(return_state=True)
+    assert state.is_failed()
+    err = state.result(raise_on_failure=False)
+    assert isinstance(err, suture.ConfigError) and "has no deployment" in str(err) and "'pause'" in str(err)
+    assert _flow_run(state).run_count == 1  # a configuration error is not retried
+    assert store.get_run(str(_flow_run(state).id)).status == "failed"
+    with pytest.raises(suture.ConfigError, match="wait_for_answer='later'"):
+        sp.agent(wait_for_answer="later")

@@ -149,6 +149,14 @@ def test_suspended_flow_run_answered_through_the_api_replays_and_continues(prefe
         final = wait_for(lambda: (s := client.read_flow_run(fr.id).state).is_final() and s, timeout=120,
                          what="the resumed run to finish")
         assert final.is_completed(), final
+        from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+        def waiting_lines():
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[fr.id])))
+            return [lg.message for lg in logs if "waiting for a human answer" in lg.message]
+
+        # the suspension is logged once; the resumed attempt replays to the question without saying it again
+        assert len(wait_for(waiting_lines, timeout=30, what="the suspension's log line")) == 1
     assert log.read_text().split() == ["draft"]  # the step before the question ran once
     attempts = store.list_attempts(str(fr.id))
     assert [a.status for a in attempts] == ["suspended", "succeeded"]
