@@ -91,6 +91,11 @@ def decide_for_attempt(run: Any, exc: BaseException, history: list[Failure], *, 
         failure = classify(error=exc if isinstance(exc, Exception) else None, context=context)
         action = choose_action(failure, list(history), policy)
         already_recorded = False
+    if (getattr(run, "orchestrated", False) and failure.layer == "code" and failure.retryable is None
+            and action.kind in ("raise_to_agent", "repair", "give_up")):
+        # an error suture cannot classify is not proof of a code bug: the orchestrator's retries decide
+        action = Action(kind="retry", reason=f"{failure.kind} is not a known program error (KeyError, TypeError, "
+                                             f"...): the orchestrator's retries decide, the journal replays")
     action = attempt_action(action, policy, can_escalate=can_escalate)
     if not already_recorded or action.kind != exc.action.kind:  # type: ignore[union-attr]
         failure_record(run, failure, action)

@@ -229,3 +229,24 @@ def test_ladder_decisions():
                           RecoveryPolicy(max_attempts=3))
     assert spent.kind == "give_up"
     assert choose_action(classify(KeyError("k")), [], RecoveryPolicy()).kind == "raise_to_agent"
+
+
+def test_only_known_program_errors_prove_a_code_bug():
+    """KeyError, TypeError, ValueError... are bugs of the program (retryable=False: fail fast); a bare
+    Exception, RuntimeError or a library's own error class is unclassified (retryable=None), which
+    keeps an orchestrator's retries (DESIGN.md "Adapters")."""
+    from suture.failures import classify
+
+    class APIError(Exception):
+        pass
+
+    class BadRow(ValueError):
+        pass
+
+    proven = [KeyError("k"), TypeError("t"), BadRow("b"), AttributeError("a"), ZeroDivisionError()]
+    unknown = [Exception("x"), RuntimeError("r"), APIError("quota exhausted")]
+    assert [(classify(error=e).layer, classify(error=e).retryable) for e in proven] == [("code", False)] * 5
+    assert [(classify(error=e).layer, classify(error=e).retryable) for e in unknown] == [("code", None)] * 3
+    wrapped = RuntimeError("step failed")
+    wrapped.__cause__ = KeyError("revenue")
+    assert classify(error=wrapped).retryable is False  # a program error anywhere in the chain is proof

@@ -91,7 +91,17 @@ def classify_exception(error: BaseException, ev: Evidence) -> Failure:
             return Failure(layer="network", kind="connection", message=msg, evidence=ev, retryable=True)
         if isinstance(exc, OSError) and (exc.errno in _NET_ERRNOS or type(exc).__name__ == "gaierror"):
             return Failure(layer="network", kind="os_network", message=msg, evidence=ev, retryable=True)
-    return Failure(layer="code", kind=type(error).__name__, message=outer, evidence=ev, retryable=False)
+    # the exceptions that prove a bug in the program (a missing key, a wrong type, ...) fail fast; any other
+    # (a bare Exception, RuntimeError, a library's own error class) is *unclassified*: handed to the agent
+    # like a code failure, but not proof of a bug, so an orchestrator's retries are kept (retryable=None)
+    proven = any(isinstance(exc, _PROGRAM_ERRORS) for exc in _chain(error))
+    return Failure(layer="code", kind=type(error).__name__, message=outer, evidence=ev,
+                   retryable=False if proven else None)
+
+
+#: exceptions that are a bug of the program itself, never of the infrastructure
+_PROGRAM_ERRORS = (ArithmeticError, AssertionError, AttributeError, ImportError, LookupError, NameError,
+                   NotImplementedError, RecursionError, SyntaxError, TypeError, ValueError)
 
 
 def classify_evidence(ev: Evidence) -> Failure:

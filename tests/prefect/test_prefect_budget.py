@@ -386,3 +386,44 @@ def test_suspend_without_a_deployment_is_a_clear_error(store):
     assert store.get_run(str(_flow_run(state).id)).status == "failed"
     with pytest.raises(suture.ConfigError, match="wait_for_answer='later'"):
         sp.agent(wait_for_answer="later")
+
+
+def test_an_unclassified_error_keeps_prefects_retries_and_a_code_bug_does_not(store):
+    from prefect import flow
+
+    from suture.adapters import prefect as sp
+
+    class APIError(Exception):
+        """A library's own error: suture cannot tell whether a retry helps."""
+
+    calls = Counter()
+
+    @suture.step(name="call-api")
+    def call_api() -> int:
+        calls["api"] += 1
+        if calls["api"] < 3:
+            raise APIError("upstream said no")
+        return 7
+
+    @flow(retries=2, retry_delay_seconds=0, persist_result=False)
+    @sp.agent
+    def uses_api() -> int:
+        return call_api()
+
+    state = uses_api(return_state=True)
+    assert state.is_completed(), state
+    assert state.result() == 7 and calls["api"] == 3
+    assert _flow_run(state).run_count == 3  # Prefect's retries were used, not zeroed
+
+    @suture.step(name="bug")
+    def bug() -> int:
+        calls["bug"] += 1
+        return {}["missing"]
+
+    @flow(retries=2, retry_delay_seconds=0, persist_result=False)
+    @sp.agent
+    def buggy() -> int:
+        return bug()
+
+    state = buggy(return_state=True)
+    assert state.is_failed() and calls["bug"] == 1 and _flow_run(state).run_count == 1
