@@ -5,7 +5,6 @@ import uuid
 
 import flyte
 
-import suture
 from _counting import count, model, scripted
 from suture.adapters import flyte as suture_flyte
 
