@@ -210,4 +210,61 @@ class PrefectTaskDriver:
         return None
 
 
-DRIVERS = {d.name: d for d in (LocalDriver, IsolatedDriver, PrefectFlowDriver, PrefectTaskDriver)}
+class Flyte2Driver:
+    """``@env.task(retries=N)`` over ``@suture_flyte.agent``, run with ``flyte.run`` in Flyte 2's local
+    mode: the run id is the Flyte action (or the run key when a run id is given)."""
+
+    name = "flyte2"
+    orchestrated = True
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def build(self, scenario: str, retries: int) -> Callable[..., Outcome]:
+        import os
+
+        import conformance_flyte2 as tasks
+        import flyte
+
+        flyte.init()
+        task = {3: tasks.conf_flyte2, 0: tasks.conf_flyte2_r0}[retries]
+
+        def attempts() -> int:
+            path = os.environ["CONF_LOG"] + ".attempts"
+            return sum(1 for _ in open(path, encoding="utf-8")) if os.path.exists(path) else 0
+
+        def run(run_id: str | None = None) -> Outcome:
+            before, seen = {r.run_id for r in self.store.list_runs(limit=1000)}, attempts()
+            try:
+                out = flyte.run(task, scenario, run_id or "")
+                result, error = out.outputs()[0] if isinstance(out.outputs(), tuple) else out.outputs().o0, None
+            except Exception as exc:  # noqa: BLE001 - the outcome is what the scenario checks
+                result, error = None, exc
+            if run_id:
+                rid = run_id
+            else:
+                new = [r.run_id for r in self.store.list_runs(limit=1000) if r.run_id not in before]
+                assert len(new) == 1, f"expected one new suture run, found {new}"
+                rid = new[0]
+            return Outcome(result, error, rid, attempts() - seen)
+
+        return run
+
+    def wrong_order(self) -> BaseException | None:
+        """``@suture_flyte.agent`` above ``@env.task``."""
+        import flyte
+
+        from suture.adapters import flyte as suture_flyte
+
+        env = flyte.TaskEnvironment(name="suture-conformance-wrong")
+        try:
+            @suture_flyte.agent
+            @env.task
+            def wrong() -> int:
+                return 1
+        except Exception as exc:  # noqa: BLE001
+            return exc
+        return None
+
+
+DRIVERS = {d.name: d for d in (LocalDriver, IsolatedDriver, PrefectFlowDriver, PrefectTaskDriver, Flyte2Driver)}

@@ -41,7 +41,6 @@ def conformance_prefect_server():
 ADAPTERS = ["local", "local-isolated", "prefect-flow", "prefect-task", "flytekit", "flyte2"]
 NOT_YET = {
     "flytekit": "the flytekit adapter's conformance driver is issue 16's (the Flyte adapters pass this suite there)",
-    "flyte2": "the Flyte 2 adapter's conformance driver is issue 16's (the Flyte adapters pass this suite there)",
 }
 
 
@@ -54,6 +53,9 @@ def driver(request, store, step_log):
         pytest.skip(NOT_YET[request.param])
     if request.param.startswith("prefect"):
         request.getfixturevalue("conformance_prefect_server")
+    if request.param.startswith("flyte"):
+        monkeypatch = request.getfixturevalue("monkeypatch")
+        monkeypatch.setenv("FLYTE_LOCAL_CACHE_ENABLED", "false")
     return DRIVERS[request.param](store)
 
 
