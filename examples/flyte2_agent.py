@@ -6,7 +6,7 @@ A scripted model on 127.0.0.1 (spoken to through the real ``openai`` client) sta
 provider and counts the calls it is paid for.
 
 The research task fails twice on a transient error; Flyte retries it and suture replays every
-completed model call from the journal (kept in the store and in flyte.Checkpoint). A supervisor
+completed model call from the journal (kept in the store and in the run's own storage). A supervisor
 task then escalates a memory-hungry task along 256Mi → 512Mi → 1Gi with task.override(resources=...).
 """
 

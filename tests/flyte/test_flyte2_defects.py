@@ -171,3 +171,18 @@ def test_wrong_order_reusable_environments_and_flyte_resources_ladders(f2):
         return 1
 
     assert sized.__suture_agent__.options.memory == ["1Gi", "4Gi"]
+
+
+def test_the_oom_ladder_example_pays_5_model_calls_where_the_hand_written_ladder_pays_20(tmp_path):
+    """examples/flyte2_oom_ladder.py: flyte-sdk's OOM retrier pattern side by side with suture."""
+    import os
+    import subprocess
+    import sys
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "flyte2_oom_ladder.py"
+    env = dict(os.environ, SUTURE_HOME=str(tmp_path), SUTURE_STORE_URL=f"sqlite:///{tmp_path / 'ex.db'}")
+    done = subprocess.run([sys.executable, str(example)], env=env, capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "by hand:     '5 chapters embedded'; model calls paid: 20" in done.stdout
+    assert "with suture: '5 chapters embedded'; model calls paid: 5" in done.stdout
