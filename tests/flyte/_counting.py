@@ -1,8 +1,21 @@
 """Counting helpers and steps shared by the Flyte test task modules (both SDKs)."""
 
 import os
+from collections import Counter
+from pathlib import Path
 
 import suture
+
+
+def counts(tmp_path) -> Counter:
+    """How many times each tag was counted in this test's $COUNT_FILE."""
+    path = Path(tmp_path / "counts")
+    return Counter(path.read_text().splitlines()) if path.exists() else Counter()
+
+
+def outputs(run):
+    """The first output of a flyte.run."""
+    return run.outputs()[0] if isinstance(run.outputs(), tuple) else run.outputs().o0
 
 
 def count(tag: str) -> None:

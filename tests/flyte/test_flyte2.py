@@ -3,31 +3,17 @@ climbs the ladder, non-recoverable failures stop retries, the cache is shared, t
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import pytest
+from _counting import counts, outputs
 
 
 @pytest.fixture()
-def f2(tmp_path, store, monkeypatch):
-    monkeypatch.setenv("COUNT_FILE", str(tmp_path / "counts"))
-    monkeypatch.setenv("FLYTE_LOCAL_CACHE_ENABLED", "false")
-    import flyte
-
-    flyte.init()
+def f2(flyte_local):
     import f2_tasks
 
     return f2_tasks
-
-
-def counts(tmp_path) -> Counter:
-    path = Path(tmp_path / "counts")
-    return Counter(path.read_text().splitlines()) if path.exists() else Counter()
-
-
-def outputs(run):
-    return run.outputs()[0] if isinstance(run.outputs(), tuple) else run.outputs().o0
 
 
 def test_transient_failure_retried_replays_the_journal(f2, tmp_path, monkeypatch, store):

@@ -8,11 +8,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from _waiting import wait_for
 
 import suture
 
@@ -29,16 +29,6 @@ def served(env):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
-
-
-def wait_for(predicate, timeout=90, every=0.3, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_served_flow_run_killed_then_retried_resumes(prefect_env, tmp_path, store):

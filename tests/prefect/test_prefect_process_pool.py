@@ -13,18 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
+from _waiting import wait_for as _wait
 
 FLOWS = Path(__file__).parent / "flows"
 
 
 def wait_for(predicate, timeout=120, every=0.5, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
+    return _wait(predicate, timeout=timeout, every=every, what=what)
 
 
 @contextlib.contextmanager
