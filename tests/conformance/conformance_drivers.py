@@ -28,6 +28,15 @@ class Outcome:
     orchestrator_runs: int | None = None  # Prefect: the flow run's (or task run's) run_count
 
 
+def raised(decorate: Callable[[], Any]) -> BaseException | None:
+    """The exception ``decorate()`` raised (decorating a function the wrong way round), or ``None``."""
+    try:
+        decorate()
+    except Exception as exc:  # noqa: BLE001 - what the scenario checks
+        return exc
+    return None
+
+
 class LocalDriver:
     name = "local"
     orchestrated = False
@@ -57,14 +66,13 @@ class LocalDriver:
     def wrong_order(self) -> BaseException | None:
         """Decorate an agent the wrong way round (here: ``@suture.agent`` above ``@suture.step``);
         the exception it raised, or ``None``."""
-        try:
+        def decorate() -> None:
             @suture.agent(name="conf-wrong")
             @suture.step(name="conf-wrong-step")
             def wrong() -> int:
                 return 1
-        except Exception as exc:  # noqa: BLE001 - what the scenario checks
-            return exc
-        return None
+
+        return raised(decorate)
 
 
 class IsolatedDriver(LocalDriver):
@@ -135,14 +143,13 @@ class PrefectFlowDriver:
 
         from suture.adapters import prefect as suture_prefect
 
-        try:
+        def decorate() -> None:
             @suture_prefect.agent
             @flow(name="conf-wrong")
             def wrong() -> int:
                 return 1
-        except Exception as exc:  # noqa: BLE001
-            return exc
-        return None
+
+        return raised(decorate)
 
 
 class PrefectTaskDriver:
@@ -200,14 +207,13 @@ class PrefectTaskDriver:
 
         from suture.adapters import prefect as suture_prefect
 
-        try:
+        def decorate() -> None:
             @suture_prefect.agent
             @task(name="conf-wrong")
             def wrong() -> int:
                 return 1
-        except Exception as exc:  # noqa: BLE001
-            return exc
-        return None
+
+        return raised(decorate)
 
 
 class Flyte2Driver:
@@ -257,14 +263,13 @@ class Flyte2Driver:
         from suture.adapters import flyte as suture_flyte
 
         env = flyte.TaskEnvironment(name="suture-conformance-wrong")
-        try:
+        def decorate() -> None:
             @suture_flyte.agent
             @env.task
             def wrong() -> int:
                 return 1
-        except Exception as exc:  # noqa: BLE001
-            return exc
-        return None
+
+        return raised(decorate)
 
 
 DRIVERS = {d.name: d for d in (LocalDriver, IsolatedDriver, PrefectFlowDriver, PrefectTaskDriver, Flyte2Driver)}
