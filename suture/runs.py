@@ -280,7 +280,8 @@ class RunHandle:
             self.finish("cancelled", error=exc)
             return Settlement("cancelled", exc)
         if isinstance(exc, (KeyboardInterrupt, Preempted)):
-            self.end_attempt(run, "interrupted")
+            # stopped from outside: a preemption (SIGTERM, a reclaimed node) or a person's Ctrl-C
+            self.end_attempt(run, "preempted" if isinstance(exc, Preempted) else "interrupted")
             self.finish("interrupted", error=exc)
             return Settlement("interrupted", exc)
         if isinstance(exc, LeaseError):

@@ -187,10 +187,12 @@ class _FlyteAttempt(Attempt):
     def raise_for(self, exc: BaseException) -> BaseException:
         import flyte.errors
 
-        from ..errors import GiveUp
+        from ..errors import GiveUp, Preempted
 
         kind, value = self.settle(exc)
         self._final_write()
+        if isinstance(exc, Preempted):  # stopped from outside after saving its step: a system retry, free
+            return flyte.errors.RuntimeSystemError(PREEMPTED_CODE, f"suture: preempted: {exc}")
         if kind == "error":
             return value
         rows = self.h.store.list_attempts(self.h.run_id)

@@ -5,6 +5,8 @@ import uuid
 
 import flyte
 
+import suture
+
 from _counting import count, model, scripted
 from suture.adapters import flyte as suture_flyte
 
@@ -106,3 +108,21 @@ def reused(x: int) -> int:
 @plain_env.task
 async def escalate_reused() -> int:
     return await suture_flyte.run_with_escalation(reused, 1, memory=["1Gi", "2Gi"])
+
+
+@gpu_env.task(retries=3)
+@suture_flyte.agent(max_attempts=2)
+def spot(doc: str) -> str:
+    """Preempted (a spot node reclaimed) on the tries $SPOT_SCRIPT says, after its model calls."""
+    notes = [model(f"{doc} spot {i}") for i in range(2)]
+    count("spot")
+    if scripted("spot") == "preempt":
+        raise suture.Preempted("the node is being reclaimed")
+    if scripted("spot_oom") == "oom":
+        raise MemoryError("needs the next rung")
+    return " / ".join(notes)
+
+
+@gpu_env.task
+async def spot_climb(doc: str) -> str:
+    return await suture_flyte.run_with_escalation(spot, doc, memory=["250Mi", "450Mi"])

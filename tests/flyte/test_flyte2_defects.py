@@ -172,3 +172,29 @@ def test_the_oom_ladder_example_pays_5_model_calls_where_the_hand_written_ladder
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "by hand:     '5 chapters embedded'; model calls paid: 20" in done.stdout
     assert "with suture: '5 chapters embedded'; model calls paid: 5" in done.stdout
+
+
+def test_a_preempted_try_reruns_on_the_same_rung_and_spends_no_budget(f2, tmp_path, monkeypatch, overrides, store):
+    """max_attempts=2 and a 2-rung ladder: two preemptions and one OOM still finish. A preemption is
+    raised as a system error (SuturePreempted), which Flyte retries in place on the same resources;
+    it spends no escalation try and the model calls replay."""
+    import flyte
+
+    monkeypatch.setenv("SPOT_SCRIPT", "preempt,preempt")
+    monkeypatch.setenv("SPOT_OOM_SCRIPT", "oom")
+    seen = []
+    real = type(f2.spot).override
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs["resources"].memory)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(f2.spot), "override", spy)
+    assert outputs(flyte.run(f2.spot_climb, "d")) == "D SPOT 0 / D SPOT 1"
+    c = counts(tmp_path)
+    assert c["spot"] == 4 and c["model d spot 0"] == 1 and c["model d spot 1"] == 1
+    assert seen == ["250Mi", "450Mi"]  # the preemptions were retried by Flyte at 250Mi: one climb, for the OOM
+    (run,) = [r for r in store.list_runs() if r.agent == "spot"]
+    rows = store.list_attempts(run.run_id)
+    assert [(a.status, a.resources["memory"]) for a in rows] == [
+        ("preempted", "250Mi"), ("preempted", "250Mi"), ("failed", "250Mi"), ("succeeded", "450Mi")]
