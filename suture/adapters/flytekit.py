@@ -14,49 +14,61 @@
   continue one run. ``run_key=`` (a parameter name, a template or a callable) chooses it yourself.
   A local run (execution ``local``) gets a fresh id.
 - **Journal across attempts**: each attempt receives the previous attempt's checkpoint
-  (``current_context().checkpoint``). The adapter restores it (journal and attempt history) when the
-  attempt starts, carries it forward at once, writes it after steps that ran (at most once per
-  ``SUTURE_CHECKPOINT_INTERVAL`` s, default 1) and when the attempt ends — see
-  :mod:`suture.adapters._checkpoint` for the trade-off. With ``SUTURE_STORE_URL`` pointing at
-  PostgreSQL every step also lands in the shared store, which is also one global cache for all pods.
-  The attempt number (``FLYTE_ATTEMPT_NUMBER``) is recorded as the label ``flyte_attempt``.
-- **Retries**: Flyte retries only ``FlyteRecoverableException``. When suture's policy says retry
-  (network, rate limit, timeout, preemption) the error is re-raised as one, after the policy's delay
-  (``Retry-After``; Flyte 1 has no retry backoff of its own). When it says give up — a bug, the
-  budget spent, or memory: the same pod size would fail again — a plain ``suture.GiveUp`` carrying
-  the dossier stops Flyte's retries. A memory give-up is marked for :func:`run_with_escalation`.
-- **Escalation**: :func:`run_with_escalation` in an ``@eager`` supervisor re-runs a task through
-  ``.with_overrides(requests=..., limits=...)`` one memory rung up after a memory failure
-  (``OOMKilled`` or suture's classification), and on the same rung after a preemption.
+  (``current_context().checkpoint``, a prefix). suture keeps its document in its own file there,
+  ``suture-journal.json`` (uploaded through flytekit's file access, never through ``cp.write()``),
+  beside the task's own checkpoint content: when the attempt starts it restores the previous
+  checkpoint, reads and removes its file from the restored directory (so the task's ``cp.read()``
+  sees only its own file), imports it if it belongs to this run, carries it forward at once, writes
+  it after steps that ran (at most once per ``SUTURE_CHECKPOINT_INTERVAL`` s, default 1) and when
+  the attempt ends — see :mod:`suture.adapters._checkpoint`. A previous checkpoint in the old
+  format (suture's document as its single file) is still read. With ``SUTURE_STORE_URL`` pointing
+  at PostgreSQL every step also lands in the shared store, one global cache for all pods.
+- **Lease ordinal**: ``FLYTE_ATTEMPT_NUMBER`` (``try * 1000 +`` it in a try of
+  :func:`run_with_escalation`), so a new attempt takes the lease over at once from a pod that died
+  holding it. The attempt records the resources its pod has (the task's requests/limits, the memory
+  of the try's rung).
+- **Retries**: Flyte's retries govern. Flyte retries only ``FlyteRecoverableException``: when
+  suture's policy says retry (network, rate limit, timeout, preemption) the error is re-raised as
+  one, after the policy's delay (``Retry-After``; Flyte 1 has no retry backoff of its own); so is an
+  error suture cannot classify (a bare ``Exception``, a library's own ``APIError``: not proof of a
+  bug). A bug (``KeyError``, ``TypeError``, ``ValueError``, ...) or a memory failure (the same pod
+  size would fail again) raises a plain ``suture.GiveUp`` carrying the dossier, which Flyte does not
+  retry; a memory failure is marked (``suture_layer``, and a line ``suture-memory-failure
+  layer=memory``) for :func:`run_with_escalation`.
+- **Escalation**: :func:`run_with_escalation` in an ``@eager`` supervisor, see
+  :mod:`suture.adapters.flytekit_escalate`.
 - **Deck**: the run report is added as a ``suture`` Deck (shown with ``enable_deck=True``).
 """
 
 from __future__ import annotations
 
-import contextvars
 import os
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 from ..agent import build_agent
+from ..manager import hookimpl
 from ..runs import new_run_id
 from ._checkpoint import CheckpointWriter, import_checkpoint, parse_checkpoint
 from ._common import Attempt, orchestrated, resolve_key
+from .flytekit_escalate import (MEMORY_MARK, PREEMPTED_MARK, Try, current_try, is_memory_failure, is_preemption,
+                                mark_line, run_with_escalation, task_resources, with_memory)
 
-__all__ = ["agent", "run_with_escalation", "MEMORY_MARK", "PREEMPTED_MARK"]
+__all__ = ["agent", "run_with_escalation", "with_memory", "is_memory_failure", "is_preemption",
+           "MEMORY_MARK", "PREEMPTED_MARK", "JOURNAL_FILE"]
 
-#: In the message of a task's error when it failed for memory / was preempted (what an eager
-#: supervisor reads: on a cluster only the message crosses the execution boundary).
-MEMORY_MARK = "suture-memory-failure"
-PREEMPTED_MARK = "suture-preempted"
 #: The longest a pod sleeps before handing a retry to Flyte (a Retry-After, a backoff).
 MAX_RETRY_SLEEP = float(os.environ.get("SUTURE_MAX_RETRY_SLEEP", "300"))
-
-# agent name -> run id, set by run_with_escalation for the tries it runs in this process (local eager)
-_SHARED_RUN: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
-    "suture_flytekit_shared", default=None
-)
+#: suture's own file in the task's checkpoint prefix, beside the task's (``cp.write`` is ``_dst_cp``)
+JOURNAL_FILE = "suture-journal.json"
+#: exceptions that are a bug in the program (fail fast); any other error suture cannot classify
+#: keeps Flyte's retries
+_BUGS: tuple[type[BaseException], ...] = (LookupError, TypeError, AttributeError, NameError, ArithmeticError,
+                                          AssertionError, ImportError, NotImplementedError, SyntaxError,
+                                          ValueError, RecursionError)
 
 
 def _inputs_fingerprint(args: tuple, kwargs: dict) -> str:
@@ -69,12 +81,11 @@ def _inputs_fingerprint(args: tuple, kwargs: dict) -> str:
         return "-"
 
 
-def _run_id(ag: Any, run_key: Any, args: tuple, kwargs: dict) -> str:
+def _run_id(ag: Any, run_key: Any, args: tuple, kwargs: dict, step: Try | None) -> str:
     if run_key is not None:
         return resolve_key(run_key, ag.fn, ag.name, args, kwargs)
-    shared = (_SHARED_RUN.get() or {}).get(ag.name)
-    if shared:
-        return shared
+    if step is not None and step.run_id:  # a try of run_with_escalation in this process
+        return step.run_id
     from flytekit import current_context
 
     eid = current_context().execution_id
@@ -87,29 +98,136 @@ def _run_id(ag: Any, run_key: Any, args: tuple, kwargs: dict) -> str:
     return f"{eid.project}/{eid.domain}/{name}/{ag.name}/{_inputs_fingerprint(args, kwargs)}"
 
 
+def _pod_resources(task: Any, step: Try | None) -> Any:
+    """What the pod really has: the task's requests/limits, the memory of the try's rung."""
+    from ..failures import Resources
+
+    if task is None and step is None:
+        return None
+    req, lim = task_resources(task) if task is not None else (None, None)
+
+    def own(field: str) -> Any:
+        return (getattr(lim, field, None) or getattr(req, field, None)) if task is not None else None
+
+    memory = step.memory if step is not None else own("mem")
+    cpu = (step.cpu if step is not None else None) or own("cpu")
+    gpu = (step.gpu if step is not None else None) or own("gpu")
+    try:
+        gpus = int(gpu) if gpu is not None else None
+    except (TypeError, ValueError):
+        gpus = None
+    res = Resources(memory=None if memory is None else str(memory), cpu=None if cpu is None else str(cpu), gpu=gpus)
+    return res if res.model_dump(exclude_none=True) else None
+
+
+def _unclassified(exc: BaseException) -> tuple[BaseException, str | None] | None:
+    """``(error, step)`` when ``exc`` is an error suture cannot classify (not a known bug type)."""
+    from ..errors import StepFailed, SutureError
+    from ..evidence import chain
+    from ..failures import classify
+
+    if isinstance(exc, StepFailed):
+        err, failure = exc.__cause__, exc.failure
+    elif isinstance(exc, SutureError) or type(exc).__name__ == "AttemptAborted" or not isinstance(exc, Exception):
+        return None
+    else:
+        err, failure = exc, classify(error=exc)
+    if err is None or failure.layer != "code" or failure.kind != type(err).__name__:
+        return None
+    if any(isinstance(e, _BUGS + (SutureError,)) for e in chain(err)):
+        return None
+    return err, failure.step
+
+
+class _KeepRetries:
+    """A classifier for one attempt's unclassified error: infrastructure/unknown, which the policy retries."""
+
+    def __init__(self, error: BaseException, step: str | None) -> None:
+        self.error, self.step = error, step
+
+    @hookimpl(tryfirst=True)
+    def suture_classify_failure(self, error: Any, evidence: Any, context: Any) -> Any:
+        from ..failures import Failure
+
+        if error is not self.error:
+            return None
+        return Failure(layer="infrastructure", kind="unknown", step=self.step, evidence=evidence, retryable=True,
+                       message=f"{type(error).__name__}: {error}"[:1000] + " (suture cannot classify it: not "
+                       "proof of a bug, so Flyte's retries are kept)")
+
+
 class _FlytekitAttempt(Attempt):
-    def __init__(self, ag: Any, run_key: Any, args: tuple, kwargs: dict) -> None:
+    orchestrator_budget = True  # Flyte's retries govern: suture's max_attempts bounds the retries in place
+
+    def __init__(self, ag: Any, run_key: Any, args: tuple, kwargs: dict, task: Any) -> None:
         from flytekit import current_context
+        from flytekit.core.context_manager import FlyteContextManager
 
         try:
-            self.checkpoint = current_context().checkpoint
+            cp = current_context().checkpoint
         except Exception:  # noqa: BLE001 - no checkpoint outside a cluster-like execution
-            self.checkpoint = None
+            cp = None
+        # suture writes its own file under the checkpoint's prefix (SyncCheckpoint's destination)
+        self.checkpoint = cp if cp is not None and getattr(cp, "_checkpoint_dest", None) else None
+        self.file_access = FlyteContextManager.current_context().file_access
+        self.task, self.step = task, current_try(ag.name)
         self.restored: bytes | None = None
         self.cp_writer: CheckpointWriter | None = None
-        labels = {"flyte_attempt": os.environ.get("FLYTE_ATTEMPT_NUMBER", "0"),
+        self.tmp: tempfile.TemporaryDirectory | None = None
+        number = int(os.environ.get("FLYTE_ATTEMPT_NUMBER", "0") or 0)
+        self.flyte_attempt = number
+        # strictly increasing across every restart: the retry within a try, the tries of an escalation
+        ordinal = self.step.number * 1000 + number if self.step is not None else number
+        labels = {"flyte_attempt": str(number),
                   "flyte_execution": os.environ.get("FLYTE_INTERNAL_EXECUTION_ID", "local")}
-        super().__init__(ag, _run_id(ag, run_key, args, kwargs), adapter="flytekit", labels=labels,
-                         before_start=self._restore)
+        if self.step is not None:
+            labels["suture_try"] = str(self.step.number)
+        super().__init__(ag, _run_id(ag, run_key, args, kwargs, self.step), adapter="flytekit", labels=labels,
+                         before_start=self._restore, ordinal=ordinal, resources=_pod_resources(task, self.step),
+                         can_escalate=bool(self.step is not None and self.step.next_memory))
+        if not self.done and self.can_escalate:  # the supervisor's next rung: recorded as the decision
+            ladder = [self.step.memory, self.step.next_memory]  # type: ignore[union-attr]
+            self.run.policy = self.run.policy.model_copy(update={"memory": ladder})
+
+    # -- the journal in the checkpoint, beside the task's own content -----------------------------
+    def _read_previous(self) -> bytes | None:
+        """suture's document from the previous checkpoint, removed from the restored directory so
+        the task's own ``cp.read()`` sees only its file."""
+        try:
+            restored = self.checkpoint.restore()  # type: ignore[union-attr]
+        except Exception:  # noqa: BLE001 - no previous checkpoint
+            return None
+        if restored is None or not Path(restored).is_dir():
+            return None
+        own = Path(restored) / JOURNAL_FILE
+        if own.is_file():
+            data = own.read_bytes()
+            own.unlink()
+            return data
+        files = list(Path(restored).iterdir())
+        if len(files) == 1 and files[0].is_file():  # the old format: suture's document as the single file
+            data = files[0].read_bytes()
+            if parse_checkpoint(data) is not None:
+                files[0].unlink()
+                return data
+        return None
+
+    def _save(self, data: bytes) -> None:
+        if self.tmp is None:
+            self.tmp = tempfile.TemporaryDirectory(prefix="suture-cp")
+        local = Path(self.tmp.name) / JOURNAL_FILE
+        local.write_bytes(data)
+        fa = self.file_access
+        sep = getattr(getattr(fa, "_default_remote", None), "sep", "/")
+        fa.upload(str(local), sep.join([str(self.checkpoint._checkpoint_dest).rstrip(sep), JOURNAL_FILE]))  # type: ignore[union-attr]
 
     def _restore(self, h: Any) -> None:
         if self.checkpoint is None:
             return
-        try:
-            data = self.checkpoint.read()
-        except Exception:  # noqa: BLE001 - no previous checkpoint
-            data = None
+        data = self._read_previous()
         doc = parse_checkpoint(data)
+        if doc is not None and doc.get("run_id") != h.run_id:
+            return  # another run's journal (another execution's checkpoint, a changed run_key): not ours
         if doc is not None:
             self.restored = data
             import_checkpoint(h.store, h.run_id, h.token, doc)
@@ -117,16 +235,36 @@ class _FlytekitAttempt(Attempt):
     def writer(self) -> Any:
         if self.checkpoint is None:
             return super().writer()
-        self.cp_writer = CheckpointWriter(self.h.run_id, self.h.store, self.checkpoint.write)
+        self.cp_writer = CheckpointWriter(self.h.run_id, self.h.store, self._save)
         if self.restored:
             self.cp_writer.carry(self.restored)
         return self.cp_writer
 
     def succeeded(self, result: Any) -> Any:
         out = super().succeeded(result)
-        if self.cp_writer is not None:
-            self.cp_writer.flush_quietly()
+        self._final_write()
         return out
+
+    # -- failures ---------------------------------------------------------------------------------
+    def will_retry(self) -> bool:
+        retries = getattr(getattr(self.task, "metadata", None), "retries", None)
+        return True if retries is None else self.flyte_attempt < int(retries)
+
+    def escalated(self, failure: Any, action: Any) -> str:
+        return "retrying"  # the supervisor's next try continues the run one rung up
+
+    def settle(self, exc: BaseException) -> tuple[str, Any]:
+        found = _unclassified(exc)
+        if found is None:
+            return super().settle(exc)
+        from ..manager import register, unregister
+
+        plugin = _KeepRetries(*found)
+        register(plugin)
+        try:
+            return super().settle(found[0])
+        finally:
+            unregister(plugin)
 
     def raise_for(self, exc: BaseException) -> BaseException:
         from flytekit.exceptions.user import FlyteRecoverableException
@@ -136,7 +274,8 @@ class _FlytekitAttempt(Attempt):
         if isinstance(exc, Preempted):  # stopped from outside after saving: Flyte reruns it
             self.interrupted(exc)
             self._final_write()
-            return FlyteRecoverableException(f"{PREEMPTED_MARK}: {exc}")
+            return _marked(FlyteRecoverableException(f"suture: preempted: {exc}\n{mark_line('preemption')}"),
+                           "preemption")
         kind, value = self.settle(exc)
         self._final_write()
         if kind == "error":
@@ -146,19 +285,27 @@ class _FlytekitAttempt(Attempt):
             delay = min(float(getattr(action, "delay", 0.0) or 0.0), MAX_RETRY_SLEEP)
             if delay > 0:
                 time.sleep(delay)
-            mark = f" {PREEMPTED_MARK}" if failure is not None and failure.layer == "preemption" else ""
+            preempted = failure is not None and failure.layer == "preemption"
             where = f"[{failure.layer}/{failure.kind}] " if failure is not None else ""
-            return FlyteRecoverableException(
-                f"suture: {where}{type(exc).__name__}: {exc} — retried by Flyte, the journal replays{mark}"
-            )
-        # give up (an escalation, too: this task cannot resize its own pod)
+            err = FlyteRecoverableException(
+                f"suture: {where}{type(value).__name__}: {value} — retried by Flyte, the journal replays"
+                + (f"\n{mark_line('preemption')}" if preempted else ""))
+            return _marked(err, "preemption") if preempted else err
+        if kind == "escalate":  # this pod cannot grow: a plain error (no Flyte retry at the same size)
+            failure = value
+            message = (f"run {self.h.run_id!r}: [{failure.layer}/{failure.kind}] {failure.message} — "
+                       f"{getattr(action, 'reason', '')}; run_with_escalation re-runs it one rung up")
+            return _marked(GiveUp(message + "\n" + mark_line(failure.layer), failure=failure), failure.layer)
+        # give up: a bug, or memory at the top of the ladder (this task cannot resize its own pod)
         failure = value.failure if isinstance(value, GiveUp) else failure
         message = str(value)
         if isinstance(value, GiveUp) and value.dossier is not None:
             message += "\n" + value.dossier.render()
-        if failure is not None and failure.layer in ("memory", "gpu"):
-            message += f"\n{MEMORY_MARK}: an @eager supervisor's run_with_escalation re-runs it one rung up"
-        return GiveUp(message, failure=failure, dossier=getattr(value, "dossier", None))
+        memory = failure is not None and failure.layer in ("memory", "gpu")
+        if memory:  # only this attempt's own final failure is marked, on a line of its own
+            message += "\n" + mark_line(failure.layer)
+        err = GiveUp(message, failure=failure, dossier=getattr(value, "dossier", None))
+        return _marked(err, failure.layer) if memory else err
 
     def _decision(self) -> tuple[Any, Any]:
         """The failure and the decision just recorded for this attempt."""
@@ -187,6 +334,25 @@ class _FlytekitAttempt(Attempt):
             pass
 
 
+def _marked(exc: BaseException, layer: str) -> BaseException:
+    """``exc`` carrying the layer of this attempt's own failure (what run_with_escalation reads in process)."""
+    exc.suture_layer = layer  # type: ignore[attr-defined]
+    return exc
+
+
+def _find_task(wrapper: Any) -> Any:
+    """The flytekit task wrapping ``wrapper`` (its module attribute), for its resources and retries."""
+    cached = getattr(wrapper, "__suture_task__", None)
+    if cached is not None:
+        return cached
+    module = sys.modules.get(getattr(wrapper, "__module__", "") or "")
+    for value in list(vars(module).values()) if module is not None else []:
+        if getattr(value, "task_function", None) is wrapper:
+            wrapper.__suture_task__ = value
+            return value
+    return None
+
+
 def agent(fn: Callable[..., Any] | None = None, *, run_key: Any = None, **options: Any) -> Any:
     """Make a flytekit task a suture run; goes *under* ``@task`` (sync or async functions).
 
@@ -196,82 +362,22 @@ def agent(fn: Callable[..., Any] | None = None, *, run_key: Any = None, **option
     namespace = sys._getframe(1).f_locals
 
     def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        if hasattr(f, "task_function"):
+            from ..errors import ConfigError
+
+            name = getattr(f, "name", None) or getattr(f, "__name__", "the task")
+            raise ConfigError(
+                f"@suture_flytekit.agent is above @task on {name}: it goes under it, so that flytekit "
+                "runs suture's wrapper as the task —\n    @task(...)\n    @suture_flytekit.agent\n    def ...")
         ag = build_agent(f, namespace=namespace, **options)
-        return orchestrated(ag, f, lambda args, kwargs: _FlytekitAttempt(ag, run_key, args, kwargs))
+        holder: dict[str, Any] = {}
+        wrapper = orchestrated(ag, f, lambda args, kwargs: _FlytekitAttempt(ag, run_key, args, kwargs,
+                                                                             _find_task(holder["w"])))
+        holder["w"] = wrapper
+        if options.get("max_attempts") is not None:
+            wrapper.__suture_max_attempts__ = options["max_attempts"]  # bounds run_with_escalation's tries
+        return wrapper
 
     if fn is not None:
         return decorate(fn)
     return decorate
-
-
-def is_memory_failure(exc: BaseException) -> bool:
-    """A child failed for memory: Kubernetes' ``OOMKilled``, or suture's own classification."""
-    text = f"{type(exc).__name__} {exc}"
-    return MEMORY_MARK in text or "OOMKilled" in text or "MemoryError" in text
-
-
-def is_preemption(exc: BaseException) -> bool:
-    """A child was preempted (spot reclaim, eviction, node shutdown): rerun it as it was."""
-    text = f"{exc}".lower()
-    return PREEMPTED_MARK in text or any(w in text for w in ("preempt", "interrupted", "evicted", "nodeshutdown"))
-
-
-def with_memory(task: Any, memory: str, cpu: str | None = None) -> Any:
-    """A one-node workflow running ``task`` with ``.with_overrides(requests=..., limits=...)``.
-
-    In an ``@eager`` parent a task call launches the task itself, which leaves nowhere to put
-    overrides; a workflow node carries them, and the parent registers and launches the workflow
-    like any entity it calls (its name, ``<task>.suture-mem-<rung>``, is the same for every call,
-    so registering it again is a no-op).
-    """
-    from flytekit import Resources, Workflow
-
-    wf = Workflow(name=f"{task.name}.suture-mem-{memory}".replace(" ", ""))
-    inputs = task.python_interface.inputs
-    for name, typ in inputs.items():
-        wf.add_workflow_input(name, typ)
-    node = wf.add_entity(task, **{name: wf.inputs[name] for name in inputs})
-    res = Resources(mem=memory, cpu=cpu) if cpu else Resources(mem=memory)
-    node.with_overrides(requests=res, limits=res)
-    for name, typ in task.python_interface.outputs.items():
-        wf.add_workflow_output(name, node.outputs[name], python_type=typ)
-    return wf
-
-
-async def run_with_escalation(task: Any, *, memory: list[str], requested: list[str] | None = None,
-                              cpu: str | None = None, max_preemptions: int = 5, **inputs: Any) -> Any:
-    """In an ``@eager`` supervisor: run ``task(**inputs)``, one memory rung up after each memory failure.
-
-    Each try runs the task through :func:`with_memory` (``.with_overrides(requests=Resources(mem=rung),
-    limits=Resources(mem=rung))``); a memory failure moves one rung up, a preemption reruns on the
-    same rung (at most ``max_preemptions`` times) and any other error propagates. ``requested``, a
-    list, collects the memory of each try. The tries continue one suture run (see the module notes),
-    so the steps before the failure replay — across pods, given a shared store.
-    """
-    import inspect
-
-    ag = getattr(getattr(task, "task_function", None), "__suture_agent__", None)
-    token = None
-    if ag is not None:
-        token = _SHARED_RUN.set({**(_SHARED_RUN.get() or {}), ag.name: new_run_id(ag.name)})
-    try:
-        rung_index, preempted = 0, 0
-        while True:
-            rung = memory[rung_index]
-            if requested is not None:
-                requested.append(rung)
-            try:
-                out = with_memory(task, rung, cpu)(**inputs)
-                return await out if inspect.isawaitable(out) else out
-            except Exception as exc:  # classified below
-                if is_memory_failure(exc):
-                    if rung_index + 1 >= len(memory):
-                        raise
-                    rung_index += 1
-                elif is_preemption(exc) and preempted < max_preemptions:
-                    preempted += 1
-                else:
-                    raise
-    finally:
-        if token is not None:
-            _SHARED_RUN.reset(token)

@@ -4,7 +4,7 @@ Every model call and step execution is appended to $COUNT_FILE."""
 import os
 import signal
 
-from flytekit import eager, task
+from flytekit import Resources, current_context, eager, task
 
 import suture
 from _counting import count, failures_left, lookup, model, scripted
@@ -86,3 +86,114 @@ def dies_hard() -> str:
         raise ConnectionError("reset by peer")
     out.append(killer("k3"))
     return ",".join(out)
+
+
+# ---- issue 16: the flytekit adapter on a real cluster's terms -------------------------------------
+
+
+@task(retries=3, requests=Resources(cpu="2", gpu="1", mem="256Mi"))
+@suture_flytekit.agent
+def gpu_heavy(name: str) -> str:
+    prep = model("gpu prep " + name)
+    count("gpu_heavy run")
+    if scripted("gpu_heavy") == "oom":
+        raise MemoryError("the batch does not fit")
+    return prep + " trained"
+
+
+@eager
+async def gpu_supervisor(name: str) -> str:
+    return await suture_flytekit.run_with_escalation(
+        gpu_heavy, memory=["256Mi", "512Mi", Resources(mem="1Gi"), "2Gi"], name=name)
+
+
+@task(retries=3)
+@suture_flytekit.agent
+def flaky_join(name: str) -> str:
+    prep = model("join prep " + name)
+    count("flaky_join run")
+    what = scripted("flaky_join")
+    if what == "oom":
+        raise MemoryError("the join needs more memory")
+    if what == "bug":
+        columns: dict[str, str] = {}
+        return columns["revenue"]  # a KeyError after an earlier OOM
+    return prep
+
+
+@eager
+async def join_supervisor(name: str) -> str:
+    return await suture_flytekit.run_with_escalation(flaky_join, memory=["256Mi", "512Mi", "1Gi", "2Gi"], name=name)
+
+
+@task
+@suture_flytekit.agent(max_attempts=2)
+def always_hungry(name: str) -> str:
+    count("always_hungry run")
+    if name:
+        raise MemoryError("never fits")
+    return name
+
+
+@eager
+async def bounded_supervisor(name: str) -> str:
+    return await suture_flytekit.run_with_escalation(always_hungry, memory=["256Mi", "512Mi", "1Gi", "2Gi"],
+                                                     name=name)
+
+
+class APIError(Exception):
+    """A client library's own error: suture cannot tell what it means."""
+
+
+@task(retries=3)
+@suture_flytekit.agent
+def unclassified() -> str:
+    count("unclassified run")
+    what = os.environ.get("UNCLASSIFIED_RAISES", "exception")
+    if what == "api":
+        raise APIError("the service said no")
+    if what == "step":
+        return api_call("x")
+    raise Exception("x")
+
+
+@suture.step(name="api_call")
+def api_call(q: str) -> str:
+    raise APIError(f"the service refused {q}")
+
+
+@task(retries=3)
+@suture_flytekit.agent
+def type_bug() -> str:
+    count("type_bug run")
+    return "n=" + 3  # type: ignore[operator]  # TypeError: a bug
+
+
+@suture.step(name="dying")
+def dying(prompt: str) -> str:
+    count(f"dying {prompt}")
+    if os.environ.get("FLYTE_ATTEMPT_NUMBER") == "0":
+        os.kill(os.getpid(), signal.SIGKILL)  # the pod is killed holding the run's lease
+    return prompt
+
+
+@task(retries=3)
+@suture_flytekit.agent
+def killed_once() -> str:
+    out = [model(f"s{i}") for i in range(3)]
+    out.append(dying("s3"))
+    return ",".join(out)
+
+
+@task(retries=3)
+@suture_flytekit.agent
+def own_checkpoint() -> str:
+    cp = current_context().checkpoint
+    prev = cp.read()
+    count(f"prev {prev!r}")
+    out = [model(f"c{i}") for i in range(2)]
+    if prev is None:
+        cp.write(b"epoch=3")
+    if failures_left("own_checkpoint"):
+        raise ConnectionError("the API dropped the connection")
+    return (prev or b"").decode() + ":" + ",".join(out)

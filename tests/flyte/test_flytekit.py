@@ -22,7 +22,9 @@ def counts(tmp_path) -> Counter:
 
 
 def attempt(tmp_path, task_name: str, n: int, prev: Path | None, env: dict, execution: str = "exec-1",
-            str_inputs: dict[str, str] | None = None) -> tuple[int, Path]:
+            str_inputs: dict[str, str] | None = None, host: str | None = None) -> tuple[int, Path]:
+    """One attempt of a node; ``host``: run it as a pod on another machine (its own hostname, in a
+    UTS namespace), where this machine cannot tell whether its process is alive."""
     from flytekit.core.context_manager import FlyteContextManager
     from flytekit.core.type_engine import TypeEngine
     from flytekit.models.literals import LiteralMap
@@ -42,6 +44,8 @@ def attempt(tmp_path, task_name: str, n: int, prev: Path | None, env: dict, exec
             "--checkpoint-path", str(cp), "--prev-checkpoint", str(prev) if prev else '""',
             "--resolver", "flytekit.core.python_auto_container.default_task_resolver", "--",
             "task-module", "fk_tasks", "task-name", task_name]
+    if host is not None:
+        cmd = ["unshare", "--uts", "sh", "-c", f'hostname {host} && exec "$@"', "sh", *cmd]
     run_env = dict(env, FLYTE_ATTEMPT_NUMBER=str(n), FLYTE_INTERNAL_EXECUTION_ID=execution,
                    FLYTE_INTERNAL_EXECUTION_PROJECT="proj", FLYTE_INTERNAL_EXECUTION_DOMAIN="dev",
                    # every attempt lands on a fresh pod: its own empty local store
