@@ -49,22 +49,11 @@ from ._checkpoint import import_checkpoint, parse_checkpoint
 from ._common import Attempt, orchestrated, resolve_key
 from .flyte_ask import _ask_condition
 from .flyte_escalate import (LADDER_KEY, MEMORY_CODE, PREEMPTED_CODE, RESOURCES_KEY, SHARED_KEY, TRY_KEY,
-                             run_with_escalation)
+                             current_context, run_with_escalation)
 
 __all__ = ["agent", "current_context", "run_with_escalation"]
 
 MAX_RETRY_SLEEP = float(os.environ.get("SUTURE_MAX_RETRY_SLEEP", "300"))
-
-
-def current_context() -> Any:
-    """Flyte's task context, or ``None`` outside a task (Flyte returns a falsy null context there)."""
-    import flyte
-
-    try:
-        ctx = flyte.ctx()
-    except Exception:  # noqa: BLE001 - outside a task
-        return None
-    return ctx if ctx else None
 
 
 def _custom(ctx: Any, key: str, ag: Any) -> str | None:

@@ -34,6 +34,17 @@ PREEMPTED_CODE = "SuturePreempted"
 MAX_PREEMPTIONS = 5
 
 
+def current_context() -> Any:
+    """Flyte's task context, or ``None`` outside a task (Flyte returns a falsy null context there)."""
+    import flyte
+
+    try:
+        ctx = flyte.ctx()
+    except Exception:  # noqa: BLE001 - outside a task
+        return None
+    return ctx if ctx else None
+
+
 def rung_resources(base: Any, rung: Any, cpu: Any = None, gpu: Any = None) -> Any:
     """``base`` (the task's ``flyte.Resources``, or ``None``) with the memory of ``rung`` and every
     other field kept; ``cpu``/``gpu`` override the task's own when given."""
@@ -104,7 +115,6 @@ async def run_with_escalation(task: Any, *args: Any, memory: list[Any], requeste
     import flyte.errors
 
     from ..fingerprint import fingerprint_call
-    from .flyte import current_context
 
     if not memory:
         raise ConfigError("run_with_escalation(memory=[]): give the ladder, e.g. memory=['1Gi', '2Gi', '4Gi']")

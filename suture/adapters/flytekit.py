@@ -50,7 +50,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..agent import build_agent
-from ..manager import hookimpl
 from ..runs import new_run_id
 from ._checkpoint import CheckpointWriter, import_checkpoint, parse_checkpoint
 from ._common import Attempt, orchestrated, resolve_key
@@ -64,13 +63,6 @@ __all__ = ["agent", "run_with_escalation", "with_memory", "is_memory_failure", "
 MAX_RETRY_SLEEP = float(os.environ.get("SUTURE_MAX_RETRY_SLEEP", "300"))
 #: suture's own file in the task's checkpoint prefix, beside the task's (``cp.write`` is ``_dst_cp``)
 JOURNAL_FILE = "suture-journal.json"
-#: exceptions that are a bug in the program (fail fast); any other error suture cannot classify
-#: keeps Flyte's retries
-_BUGS: tuple[type[BaseException], ...] = (LookupError, TypeError, AttributeError, NameError, ArithmeticError,
-                                          AssertionError, ImportError, NotImplementedError, SyntaxError,
-                                          ValueError, RecursionError)
-
-
 def _inputs_fingerprint(args: tuple, kwargs: dict) -> str:
     from ..errors import FingerprintError
     from ..fingerprint import fingerprint_call
@@ -118,42 +110,6 @@ def _pod_resources(task: Any, step: Try | None) -> Any:
         gpus = None
     res = Resources(memory=None if memory is None else str(memory), cpu=None if cpu is None else str(cpu), gpu=gpus)
     return res if res.model_dump(exclude_none=True) else None
-
-
-def _unclassified(exc: BaseException) -> tuple[BaseException, str | None] | None:
-    """``(error, step)`` when ``exc`` is an error suture cannot classify (not a known bug type)."""
-    from ..errors import StepFailed, SutureError
-    from ..evidence import chain
-    from ..failures import classify
-
-    if isinstance(exc, StepFailed):
-        err, failure = exc.__cause__, exc.failure
-    elif isinstance(exc, SutureError) or type(exc).__name__ == "AttemptAborted" or not isinstance(exc, Exception):
-        return None
-    else:
-        err, failure = exc, classify(error=exc)
-    if err is None or failure.layer != "code" or failure.kind != type(err).__name__:
-        return None
-    if any(isinstance(e, _BUGS + (SutureError,)) for e in chain(err)):
-        return None
-    return err, failure.step
-
-
-class _KeepRetries:
-    """A classifier for one attempt's unclassified error: infrastructure/unknown, which the policy retries."""
-
-    def __init__(self, error: BaseException, step: str | None) -> None:
-        self.error, self.step = error, step
-
-    @hookimpl(tryfirst=True)
-    def suture_classify_failure(self, error: Any, evidence: Any, context: Any) -> Any:
-        from ..failures import Failure
-
-        if error is not self.error:
-            return None
-        return Failure(layer="infrastructure", kind="unknown", step=self.step, evidence=evidence, retryable=True,
-                       message=f"{type(error).__name__}: {error}"[:1000] + " (suture cannot classify it: not "
-                       "proof of a bug, so Flyte's retries are kept)")
 
 
 class _FlytekitAttempt(Attempt):
@@ -252,19 +208,6 @@ class _FlytekitAttempt(Attempt):
 
     def escalated(self, failure: Any, action: Any) -> str:
         return "retrying"  # the supervisor's next try continues the run one rung up
-
-    def settle(self, exc: BaseException) -> tuple[str, Any]:
-        found = _unclassified(exc)
-        if found is None:
-            return super().settle(exc)
-        from ..manager import register, unregister
-
-        plugin = _KeepRetries(*found)
-        register(plugin)
-        try:
-            return super().settle(found[0])
-        finally:
-            unregister(plugin)
 
     def raise_for(self, exc: BaseException) -> BaseException:
         from flytekit.exceptions.user import FlyteRecoverableException

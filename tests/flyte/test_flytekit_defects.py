@@ -184,7 +184,7 @@ def test_unclassified_errors_keep_flytes_retries_and_bugs_fail_fast(tmp_path, en
         env["UNCLASSIFIED_RAISES"] = raises
         _, out = attempt(tmp_path, "unclassified", 0, None, env, execution=f"u-{raises}")
         assert error_kind(out) == "recoverable", (raises, error_message(out))
-        assert "[infrastructure/unknown]" in error_message(out)
+        assert "retried by Flyte" in error_message(out)  # unclassified (code, retryable unknown): kept
     _, out = attempt(tmp_path, "type_bug", 0, None, env)
     assert error_kind(out) == "non-recoverable" and "[code/TypeError]" in error_message(out)
 
