@@ -247,6 +247,8 @@ def watch_once(*, memory: list[str] | None = None, limit: int = 200) -> list[dic
                                                              "look at it (`suture show`), then rerun it yourself"})
         except (GiveUp, ConfigError) as exc:
             done.append({**item, "action": "none", "why": str(exc)})
+        except Exception as exc:  # noqa: BLE001 - one flow run's trouble (a deleted deployment) never stops the pass
+            done.append({**item, "action": "error", "why": f"{type(exc).__name__}: {exc}"[:300]})
     return done
 
 
