@@ -110,7 +110,17 @@ class _FlyteAttempt(Attempt):
         from ._storage_journal import StorageJournal, run_prefix
 
         root = os.environ.get("SUTURE_JOURNAL_URL") or getattr(ctx, "run_base_dir", None)
-        return StorageJournal(run_prefix(root, run_id), run_id) if root else None
+        if not root:
+            return None
+        try:
+            return StorageJournal(run_prefix(root, run_id), run_id)
+        except Exception as exc:  # noqa: BLE001 - e.g. no fsspec driver for the store: say so, run on
+            import logging
+
+            logging.getLogger("suture").warning(
+                "suture: the run's storage %s cannot hold the journal (%s: %s): a retry or an escalation on a "
+                "new pod will replay only what a shared store (SUTURE_STORE_URL) holds", root, type(exc).__name__, exc)
+            return None
 
     def _restore(self, h: Any) -> None:
         """Before the attempt starts: the newest journal of this run in the run's storage (else one an
@@ -147,6 +157,12 @@ class _FlyteAttempt(Attempt):
     def _final_write(self) -> None:
         if self.journal_writer is not None:
             self.journal_writer.close()
+            if self.journal_writer.error is not None:
+                import logging
+
+                logging.getLogger("suture").warning(
+                    "suture: writing the journal to %s failed (%s): the next try replays only what a shared store "
+                    "holds", self.journal.prefix, self.journal_writer.error)
 
     def succeeded(self, result: Any) -> Any:
         out = super().succeeded(result)

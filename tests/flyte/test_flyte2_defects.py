@@ -198,3 +198,15 @@ def test_a_preempted_try_reruns_on_the_same_rung_and_spends_no_budget(f2, tmp_pa
     rows = store.list_attempts(run.run_id)
     assert [(a.status, a.resources["memory"]) for a in rows] == [
         ("preempted", "250Mi"), ("preempted", "250Mi"), ("failed", "250Mi"), ("succeeded", "450Mi")]
+
+
+def test_a_storage_it_cannot_write_is_said_and_the_task_still_runs(f2, tmp_path, monkeypatch, caplog):
+    import logging
+
+    import flyte
+
+    monkeypatch.setenv("SUTURE_JOURNAL_URL", "nosuchstore://bucket/suture")
+    monkeypatch.setenv("FLAKY_API_SCRIPT", "")
+    with caplog.at_level(logging.WARNING, logger="suture"):
+        assert outputs(flyte.run(f2.flaky_api, 1)) == len("API 0")
+    assert any("cannot hold the journal" in r.getMessage() and "nosuchstore" in r.getMessage() for r in caplog.records)
