@@ -1,0 +1,184 @@
+"""Self-healing, measured: one seeded chaos benchmark of suture against plain retries and the peers.
+
+    python bench/chaos/run.py [--seeds 20] [--quick] [--contenders a,g,h,b,i,c]
+
+One workload (bench/chaos/workload.py: ~100 model calls, 20 tool calls, sandboxed generated code
+with a repair round, a memory-heavy step), one fault schedule per seed (bench/chaos/faults.py), and
+every contender run under the same supervisor (bench/chaos/supervisor.py: one memory limit, the
+same restart budget). Prints a table, writes bench/results/chaos.json and, when matplotlib is
+installed, bench/results/chaos.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parent.parent)]
+
+from contenders_registry import CONTENDERS, PRICE_PER_MTOK  # noqa: E402
+from supervisor import MAX_ATTEMPTS, RunResult, run_one  # noqa: E402
+
+RESULTS = HERE.parent / "results"
+
+
+def summarise(key: str, runs: list[RunResult]) -> dict[str, Any]:
+    n = len(runs)
+    fin = [r for r in runs if r.finished]
+    tokens = sum(r.tokens_paid for r in runs)
+    oom_gaps = [r.oom_to_live_s for r in runs if r.oom_to_live_s is not None]
+    return {
+        "contender": key, "label": CONTENDERS[key].label, "runs": n, "finished": len(fin),
+        "finish_rate": len(fin) / n if n else 0.0,
+        "calls_paid": sum(r.calls_paid for r in runs),
+        "calls_needed": sum(r.unique_calls for r in runs),
+        "completed_paid_twice": sum(r.completed_paid_twice for r in runs),
+        "in_flight_repaid": sum(r.in_flight_repaid for r in runs),
+        "tokens_paid": tokens, "cost_usd": tokens / 1e6 * PRICE_PER_MTOK,
+        "tool_runs": sum(r.tool_runs for r in runs),
+        "attempts": sum(len(r.attempts) for r in runs),
+        "wall_s_finished_median": sorted(r.wall_s for r in fin)[len(fin) // 2] if fin else None,
+        "wall_s_total": sum(r.wall_s for r in runs),
+        "interventions": sum(r.interventions for r in runs),
+        "oom_to_live_step_s_median": sorted(oom_gaps)[len(oom_gaps) // 2] if oom_gaps else None,
+    }
+
+
+def print_rows(summaries: list[dict[str, Any]], missing: dict[str, str]) -> None:
+    from _common import print_table
+
+    rows = []
+    for s in summaries:
+        rows.append((s["label"], f"{s['finished']}/{s['runs']}", s["calls_paid"], s["completed_paid_twice"],
+                     s["in_flight_repaid"], f"{s['tokens_paid']:,}", f"${s['cost_usd']:.3f}",
+                     f"{s['wall_s_finished_median']:.1f}" if s["wall_s_finished_median"] is not None else "-",
+                     s["interventions"],
+                     f"{s['oom_to_live_step_s_median']:.2f}" if s["oom_to_live_step_s_median"] is not None else ""))
+    for key, why in missing.items():
+        rows.append((CONTENDERS[key].label if key in CONTENDERS else key, "not built" if why == "not built"
+                     else f"skipped: {why}", "", "", "", "", "", "", "", ""))
+    print_table("chaos benchmark (per contender, all seeds)",
+                ("contender", "finished", "calls paid", "completed paid twice", "in flight re-paid", "tokens",
+                 "cost", "wall s (median, finished)", "interventions", "OOM→live s"), rows)
+
+
+def chart(summaries: list[dict[str, Any]], path: Path, seeds: int) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no chart")
+        return None
+    labels = [s["label"] for s in summaries]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 0.6 * len(labels) + 2), sharey=True)
+    y = range(len(labels))
+    ax1.barh(y, [100 * s["finish_rate"] for s in summaries], color="#4c72b0")
+    ax1.set_xlim(0, 100)
+    ax1.set_xlabel("runs finished (%)")
+    ax1.set_yticks(list(y), labels)
+    ax1.invert_yaxis()
+    need = [s["calls_needed"] for s in summaries]
+    twice = [s["completed_paid_twice"] for s in summaries]
+    infl = [s["in_flight_repaid"] for s in summaries]
+    ax2.barh(y, need, color="#55a868", label="calls the work needs")
+    ax2.barh(y, twice, left=need, color="#c44e52", label="completed calls paid twice")
+    ax2.barh(y, infl, left=[a + b for a, b in zip(need, twice)], color="#dd8452", label="in flight at a kill")
+    ax2.set_xlabel(f"model calls paid, {seeds} seeds")
+    ax2.legend(loc="lower right", fontsize=8)
+    fig.suptitle(f"suture chaos benchmark: {seeds} seeded fault schedules, same workload, same limits")
+    fig.tight_layout()
+    path.parent.mkdir(exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"wrote {path}")
+    return path
+
+
+def run(seeds: list[int], keys: list[str], *, progress: bool = True, base: Path | None = None,
+        write: bool = True, jobs: int = 1) -> dict[str, Any]:
+    """Run ``keys`` over ``seeds``; return the summaries and every run (the smoke test's API)."""
+    base = base or Path(tempfile.mkdtemp(prefix="suture-chaos-"))
+    missing: dict[str, str] = {}
+    runs: dict[str, list[RunResult]] = {}
+    setups = {}
+    try:
+        for key in keys:
+            c = CONTENDERS[key]
+            why = c.available()
+            if why:
+                missing[key] = why
+                print(f"[{key}] {c.label}: skipped ({why})", flush=True)
+                continue
+            runs[key] = []
+            if c.setup and c.setup not in setups:
+                setups[c.setup] = c.setup()
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(job: tuple[int, str]) -> RunResult:
+            seed, key = job
+            t0 = time.monotonic()
+            r = run_one(CONTENDERS[key], seed, base)
+            if progress:
+                print(f"seed {seed:2d} [{key}] {'finished' if r.finished else 'NOT finished':12s} "
+                      f"attempts {len(r.attempts)} calls {r.calls_paid:3d} (twice {r.completed_paid_twice}, "
+                      f"in flight {r.in_flight_repaid}) {time.monotonic() - t0:5.1f}s  [{r.faults}]"
+                      f"{' ' + r.note if r.note else ''}", flush=True)
+            return r
+
+        jobs_list = [(seed, key) for seed in seeds for key in runs]
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:  # bounded: `jobs` runs at a time
+            for r in pool.map(one, jobs_list):
+                runs[r.contender].append(r)
+    finally:
+        for stop in setups.values():
+            if callable(stop):
+                stop()
+    summaries = [summarise(k, v) for k, v in runs.items()]
+    out = {"seeds": seeds, "max_attempts": MAX_ATTEMPTS, "price_per_mtok_usd": PRICE_PER_MTOK,
+           "summaries": summaries, "not_run": missing,
+           "runs": {k: [r.as_dict() for r in v] for k, v in runs.items()}}
+    if write:
+        from _common import write_results
+
+        print_rows(summaries, missing)
+        write_results("chaos", out)
+        chart(summaries, RESULTS / "chaos.png", len(seeds))
+    if not os.environ.get("CHAOS_KEEP"):
+        shutil.rmtree(base, ignore_errors=True)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--quick", action="store_true", help="2 seeds (0 and 1)")
+    parser.add_argument("--contenders", default=",".join(CONTENDERS))
+    parser.add_argument("--jobs", type=int, default=3, help="runs at a time (each its own model server)")
+    args = parser.parse_args()
+    n = 2 if args.quick else args.seeds
+    keys = [k.strip() for k in args.contenders.split(",") if k.strip()]
+    unknown = [k for k in keys if k not in CONTENDERS]
+    if unknown:
+        parser.error(f"unknown contenders {unknown}; known: {','.join(CONTENDERS)}")
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))  # stop the Prefect server on the way out
+    t0 = time.monotonic()
+    out = run(list(range(n)), keys, jobs=args.jobs)
+    print(f"total {time.monotonic() - t0:.0f}s")
+    print(json.dumps({s["contender"]: f"{s['finished']}/{s['runs']}" for s in out["summaries"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
