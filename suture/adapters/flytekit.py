@@ -7,9 +7,12 @@
     @suture_flytekit.agent                   # or agent(run_key="df_uri", max_attempts=5)
     def crunch(df_uri: str) -> str: ...
 
-- **Run id** = ``project/domain/execution/task/<inputs fingerprint>``: the same for every attempt
-  of a node (flytekit gives a task no node id; two nodes of one task with different inputs get their
-  own run). A task launched by an ``@eager`` parent uses the eager *root* execution instead
+- **Run id** = ``project/domain/execution/task/<node>/<inputs fingerprint>``: the same for every
+  attempt of a node. Flyte gives a pod no node id: it is read from the attempt's output prefix in
+  propeller's layout (``.../<node>/data/<attempt>``; left out when the prefix has another layout).
+  A **map subtask** (``map_task``) adds its index, from the variable Flyte's array plugin names in
+  ``BATCH_JOB_ARRAY_INDEX_VAR_NAME``: ``.../<node>[<index>]/...`` (``map[<index>]`` when the node is
+  unknown), so two subtasks with equal inputs never share a run. A task launched by an ``@eager`` parent uses the eager *root* execution instead
   (``_F_EE_ROOT``), so the tries of :func:`run_with_escalation` — separate executions on a cluster —
   continue one run. ``run_key=`` (a parameter name, a template or a callable) chooses it yourself.
   A local run (execution ``local``) gets a fresh id.
@@ -27,6 +30,14 @@
   :func:`run_with_escalation`), so a new attempt takes the lease over at once from a pod that died
   holding it. The attempt records the resources its pod has (the task's requests/limits, the memory
   of the try's rung).
+- **Preemption**: ``suture.Preempted`` (a SIGTERM after the step in flight was saved) ends the
+  attempt ``preempted`` and is raised as ``FlyteRecoverableException`` with the line
+  ``suture-preempted layer=preemption``, so Flyte reruns it (:func:`run_with_escalation` on the
+  same rung). It spends a *user* retry: flytekit (1.16) wraps whatever a task function raises in
+  ``FlyteUserRuntimeException`` (origin USER), and a ``FlyteSystemException`` raised there would
+  be recorded non-recoverable (the entrypoint retries only ``flytekit.exceptions.user.
+  FlyteRecoverableException``), so a task cannot reach Flyte's system budget itself; a node that
+  Kubernetes reclaims before the task raises is counted on the system side by Flyte.
 - **Retries**: Flyte's retries govern. Flyte retries only ``FlyteRecoverableException``: when
   suture's policy says retry (network, rate limit, timeout, preemption) the error is re-raised as
   one, after the policy's delay (``Retry-After``; Flyte 1 has no retry backoff of its own); so is an
@@ -43,6 +54,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 import time
@@ -57,7 +69,7 @@ from .flytekit_escalate import (MEMORY_MARK, PREEMPTED_MARK, Try, current_try, i
                                 mark_line, run_with_escalation, task_resources, with_memory)
 
 __all__ = ["agent", "run_with_escalation", "with_memory", "is_memory_failure", "is_preemption",
-           "MEMORY_MARK", "PREEMPTED_MARK", "JOURNAL_FILE"]
+           "MEMORY_MARK", "PREEMPTED_MARK", "JOURNAL_FILE", "map_index", "node_id"]
 
 #: The longest a pod sleeps before handing a retry to Flyte (a Retry-After, a backoff).
 MAX_RETRY_SLEEP = float(os.environ.get("SUTURE_MAX_RETRY_SLEEP", "300"))
@@ -71,6 +83,28 @@ def _inputs_fingerprint(args: tuple, kwargs: dict) -> str:
         return fingerprint_call(args, kwargs)[:12]
     except FingerprintError:
         return "-"
+
+
+#: propeller's output prefix of a node's attempt, ``<execution>/<node>/data/<attempt>``; of a map
+#: subtask ``<execution>/<node>/data/<attempt>/<index>/<retry>``: the node is the segment before ``data``
+_NODE_PREFIX = re.compile(r"/([^/]+)/data(?:/\d+)+/?$")
+
+
+def map_index() -> int | None:
+    """The index of this map subtask, as flytekit computes it (``ArrayNodeMapTask._compute_array_job_index``):
+    Flyte's array plugin names the variable holding it in ``BATCH_JOB_ARRAY_INDEX_VAR_NAME``
+    (``FLYTE_K8S_ARRAY_INDEX``), plus ``BATCH_JOB_ARRAY_INDEX_OFFSET``. ``None``: not a map subtask."""
+    var = os.environ.get("BATCH_JOB_ARRAY_INDEX_VAR_NAME")
+    if not var:
+        return None
+    return int(os.environ.get("BATCH_JOB_ARRAY_INDEX_OFFSET", "0") or 0) + int(os.environ.get(var, "0") or 0)
+
+
+def node_id(ctx: Any) -> str | None:
+    """The node this attempt runs, read from its output prefix in propeller's layout (Flyte passes a
+    pod no node id of its own); ``None`` when the prefix has another layout."""
+    m = _NODE_PREFIX.search(str(getattr(ctx, "output_metadata_prefix", None) or ""))
+    return m[1] if m else None
 
 
 def _run_id(ag: Any, run_key: Any, args: tuple, kwargs: dict, step: Try | None) -> str:
@@ -87,7 +121,10 @@ def _run_id(ag: Any, run_key: Any, args: tuple, kwargs: dict, step: Try | None) 
     root = os.environ.get("_F_EE_ROOT")  # set by flytekit in executions an @eager parent launches
     if root:
         return f"{eid.project}/{eid.domain}/eager-{root}/{ag.name}/{_inputs_fingerprint(args, kwargs)}"
-    return f"{eid.project}/{eid.domain}/{name}/{ag.name}/{_inputs_fingerprint(args, kwargs)}"
+    # the node (and a map subtask's index), so that equal inputs of two nodes or subtasks never share a run
+    node, index = node_id(current_context()), map_index()
+    where = (node or "map") + (f"[{index}]" if index is not None else "") if node or index is not None else ""
+    return "/".join(p for p in (eid.project, eid.domain, name, ag.name, where, _inputs_fingerprint(args, kwargs)) if p)
 
 
 def _pod_resources(task: Any, step: Try | None) -> Any:
@@ -215,9 +252,11 @@ class _FlytekitAttempt(Attempt):
         from ..errors import GiveUp, Preempted
 
         if isinstance(exc, Preempted):  # stopped from outside after saving: Flyte reruns it
-            self.interrupted(exc)
+            self.settle(exc)  # the attempt ends "preempted" (its true end), the run "interrupted"
             self._final_write()
-            return _marked(FlyteRecoverableException(f"suture: preempted: {exc}\n{mark_line('preemption')}"),
+            # the marker on a line of its own between two: flytekit wraps the message in "...: error=" and ", cause=..."
+            return _marked(FlyteRecoverableException(f"suture: preempted: {exc}\n{mark_line('preemption')}\n"
+                                                     "Flyte reruns it on the same resources; the journal replays"),
                            "preemption")
         kind, value = self.settle(exc)
         self._final_write()
@@ -231,8 +270,8 @@ class _FlytekitAttempt(Attempt):
             preempted = failure is not None and failure.layer == "preemption"
             where = f"[{failure.layer}/{failure.kind}] " if failure is not None else ""
             err = FlyteRecoverableException(
-                f"suture: {where}{type(value).__name__}: {value} — retried by Flyte, the journal replays"
-                + (f"\n{mark_line('preemption')}" if preempted else ""))
+                f"suture: {where}{type(value).__name__}: {value}\n" + (f"{mark_line('preemption')}\n" if preempted else "")
+                + "retried by Flyte, the journal replays")
             return _marked(err, "preemption") if preempted else err
         if kind == "escalate":  # this pod cannot grow: a plain error (no Flyte retry at the same size)
             failure = value
@@ -310,7 +349,7 @@ def agent(fn: Callable[..., Any] | None = None, *, run_key: Any = None, **option
 
             name = getattr(f, "name", None) or getattr(f, "__name__", "the task")
             raise ConfigError(
-                f"@suture_flytekit.agent is above @task on {name}: it goes under it, so that flytekit "
+                f"@suture_flytekit.agent is above @task on {name}: it goes *under* it, so that flytekit "
                 "runs suture's wrapper as the task —\n    @task(...)\n    @suture_flytekit.agent\n    def ...")
         ag = build_agent(f, namespace=namespace, **options)
         holder: dict[str, Any] = {}

@@ -272,4 +272,93 @@ class Flyte2Driver:
         return raised(decorate)
 
 
-DRIVERS = {d.name: d for d in (LocalDriver, IsolatedDriver, PrefectFlowDriver, PrefectTaskDriver, Flyte2Driver)}
+class PodError(Exception):
+    """A flytekit pod's failure as Flyte reports it (its ContainerError): code, kind, message."""
+
+    def __init__(self, error: Any) -> None:
+        Exception.__init__(self, error.message)
+        self.code, self.recoverable = error.code, error.kind == 1
+
+
+class PodSuspended(PodError, suture.Suspended):
+    """The pod stopped because the run waits for an answer (suture.Suspended in the pod)."""
+
+
+class FlytekitDriver:
+    """``@task(retries=N)`` over ``@suture_flytekit.agent``, each attempt a pod the way a cluster runs
+    it (flytekit_pod.propeller: pyflyte-execute with FLYTE_ATTEMPT_NUMBER, --checkpoint-path and the
+    previous attempt's --prev-checkpoint, until success, a non-recoverable error or the retries are
+    spent). Every run() is a new execution; the pods share the test's store. The run id is the
+    execution's (or the run key when a run id is given)."""
+
+    name = "flytekit"
+    orchestrated = True
+    in_pods = True  # the steps run in the pods' processes, never in this one
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def build(self, scenario: str, retries: int) -> Callable[..., Outcome]:
+        import logging
+        import os
+        import tempfile
+        from pathlib import Path
+
+        from flytekit_pod import propeller, write_inputs
+
+        task = {3: "conf_flytekit", 0: "conf_flytekit_r0"}[retries]
+        agents_dir = Path(agents.__file__).resolve().parent
+        log = os.environ["CONF_LOG"]
+
+        def lines(suffix: str) -> list[str]:
+            path = log + suffix
+            return open(path, encoding="utf-8").read().splitlines() if os.path.exists(path) else []
+
+        def show_pod_log(seen: int) -> int:
+            """The pod's suture log lines, logged here as a cluster's log view shows them."""
+            new = lines(".pod-log")
+            for line in new[seen:]:
+                level, name, message = line.split("\t", 2)
+                logging.getLogger(name).log(int(level), "%s", message)
+            return len(new)
+
+        def run(run_id: str | None = None) -> Outcome:
+            before, seen = {r.run_id for r in self.store.list_runs(limit=1000)}, len(lines(".attempts"))
+            logged = len(lines(".pod-log"))
+            execution = f"conf{uuid.uuid4().hex[:10]}"
+            workdir = Path(tempfile.mkdtemp(prefix=f"{execution}-", dir=Path(log).parent))
+            inputs = write_inputs(workdir / "inputs.pb", {"scenario": (scenario, str), "key": (run_id or "", str)})
+            env = dict(os.environ, FLYTE_LOCAL_CACHE_ENABLED="false")
+            pods = propeller(workdir, "conformance_flytekit", task, retries, env, execution=execution,
+                             inputs=inputs, cwd=agents_dir)
+            show_pod_log(logged)
+            last = pods[-1]
+            error = last.error()
+            if error is None and last.code == 0:
+                result, exc = last.output("o0", int), None
+            elif error is None:
+                result, exc = None, RuntimeError(f"the pod exited {last.code}: {last.stderr[-2000:]}")
+            else:
+                kind = PodSuspended if "suture.errors.Suspended" in error.message else PodError
+                result, exc = None, kind(error)
+                if isinstance(exc, PodSuspended):
+                    exc.run_id, exc.question_id = run_id, None
+            if run_id:
+                rid = run_id
+            else:
+                new = [r.run_id for r in self.store.list_runs(limit=1000) if r.run_id not in before]
+                assert len(new) == 1, f"expected one new suture run, found {new}"
+                rid = new[0]
+            return Outcome(result, exc, rid, len(lines(".attempts")) - seen)
+
+        return run
+
+    def wrong_order(self) -> BaseException | None:
+        """``@suture_flytekit.agent`` above ``@task`` (at module level: flytekit refuses a nested task)."""
+        import conformance_flytekit
+
+        return raised(conformance_flytekit.wrong_order)
+
+
+DRIVERS = {d.name: d for d in (LocalDriver, IsolatedDriver, PrefectFlowDriver, PrefectTaskDriver, Flyte2Driver,
+                                  FlytekitDriver)}

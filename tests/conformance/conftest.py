@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the shared Prefect server helper
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # flytekit_pod, conformance_drivers
 from prefect_server import healthy, prefect_server  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -39,9 +40,7 @@ def conformance_prefect_server():
 
 #: every adapter of DESIGN.md "Adapters"; one without a driver here is skipped with its reason
 ADAPTERS = ["local", "local-isolated", "prefect-flow", "prefect-task", "flytekit", "flyte2"]
-NOT_YET = {
-    "flytekit": "the flytekit adapter's conformance driver is issue 16's (the Flyte adapters pass this suite there)",
-}
+NOT_YET: dict[str, str] = {}
 
 
 @pytest.fixture(params=ADAPTERS)

@@ -36,8 +36,9 @@ def test_a_transient_error_mid_run_heals_and_no_completed_step_runs_twice(driver
     rec = store.get_run(out.run_id)
     assert rec.status == "succeeded"
     assert [a.status for a in store.list_attempts(out.run_id)] == ["succeeded"]  # healed within the attempt
-    if driver.name == "local-isolated":
-        assert os.getpid() not in pids(str(step_log)) and len(pids(str(step_log))) == 1  # one child process
+    if driver.name == "local-isolated" or getattr(driver, "in_pods", False):
+        # one child process (isolated), one pod (flytekit: pyflyte-execute): never this process
+        assert os.getpid() not in pids(str(step_log)) and len(pids(str(step_log))) == 1
     else:
         assert pids(str(step_log)) == {os.getpid()}
     if driver.orchestrated:

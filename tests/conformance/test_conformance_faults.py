@@ -21,8 +21,10 @@ from suture.errors import ConfigError
 NO_LIMITS = {"flyte2": "Flyte 2's local mode runs tasks in this process and enforces no memory limit and no pod "
                        "to preempt: escalation per rung (resources, replays, one try per rung) and preemption as a "
                        "system error are tested in tests/flyte/test_flyte2_defects.py",
-             "flytekit": "flytekit's local mode enforces no memory limit: escalation is tested in "
-                         "tests/flyte/test_flytekit_defects.py"}
+             "flytekit": "a pod here is a plain pyflyte-execute process: no memory limit is enforced and no node is "
+                         "reclaimed. Escalation per rung (the task's cpu/gpu kept, one try per rung, replays) and "
+                         "preemption (suture.Preempted raised recoverable, the attempt ended preempted, the next one "
+                         "replaying) are tested in tests/flyte/test_flytekit_defects.py"}
 ON_A_WORKER = ("a Prefect flow run in this test process cannot be OOM-killed or SIGTERMed without killing the "
                "test: it runs on a real process-pool worker in tests/prefect/test_prefect_process_pool.py")
 

@@ -4,7 +4,7 @@ Every model call and step execution is appended to $COUNT_FILE."""
 import os
 import signal
 
-from flytekit import Resources, current_context, eager, task
+from flytekit import Resources, current_context, eager, map_task, task, workflow
 
 import suture
 from _counting import count, failures_left, lookup, model, scripted
@@ -197,3 +197,44 @@ def own_checkpoint() -> str:
     if failures_left("own_checkpoint"):
         raise ConnectionError("the API dropped the connection")
     return (prev or b"").decode() + ":" + ",".join(out)
+
+
+# ---- map_task subtasks: each its own run, whatever its inputs -----------------------------------
+
+
+@task(retries=2)
+@suture_flytekit.agent
+def per_item(x: int) -> str:
+    index = os.environ.get("FLYTE_K8S_ARRAY_INDEX", "-")
+    count(f"per_item run {index}")
+    out = model(f"item {x}")
+    if os.environ.get("FLYTE_ATTEMPT_NUMBER") == "0" and index == os.environ.get("MAP_FAIL_INDEX"):
+        raise ConnectionError("reset by peer")  # this subtask's first attempt only
+    return out
+
+
+@workflow
+def mapped(xs: list[int]) -> list[str]:
+    return map_task(per_item)(x=xs)
+
+
+# ---- preemption: which of Flyte's budgets a task's error reaches ----------------------------------
+
+
+@task(retries=3)
+@suture_flytekit.agent
+def preempted_once() -> str:
+    out = model("spot p0")
+    if os.environ.get("FLYTE_ATTEMPT_NUMBER") == "0":
+        raise suture.Preempted("the spot node was reclaimed")
+    return out
+
+
+@task(retries=3)
+def raises_system_error() -> str:
+    """What flytekit makes of a system exception raised by a task function (no suture)."""
+    from flytekit.exceptions.system import FlyteSystemException
+
+    if os.environ.get("FLYTE_ATTEMPT_NUMBER") is not None:  # a pod
+        raise FlyteSystemException("node lost")
+    return "not in a pod"  # flytekit requires a task function to return

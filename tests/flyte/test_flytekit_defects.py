@@ -289,5 +289,113 @@ def test_agent_above_task_is_a_config_error_naming_the_order():
             return "x"
 
     for make in (wrong, wrong_with_options):
-        with pytest.raises(ConfigError, match=r"goes under it[\s\S]*@task\(\.\.\.\)\n\s+@suture_flytekit.agent"):
+        with pytest.raises(ConfigError, match=r"goes \*under\* it[\s\S]*@task\(\.\.\.\)\n\s+@suture_flytekit.agent"):
             make()
+
+
+# ---- map_task: a subtask's run id has its node and its index, not only its inputs' fingerprint ----
+
+
+def _pods():
+    import sys
+
+    conformance = str(HERE.parent / "conformance")
+    if conformance not in sys.path:
+        sys.path.insert(0, conformance)
+    import flytekit_pod
+
+    return flytekit_pod
+
+
+def test_map_subtasks_with_equal_inputs_are_separate_runs_on_a_cluster(tmp_path, env, monkeypatch):  # noqa: F811
+    """pyflyte-map-execute over [7, 7], each subtask a pod with its index (FLYTE_K8S_ARRAY_INDEX) and
+    propeller's output prefix (<execution>/<node>/data/0/<index>/<retry>): two runs, the model paid
+    twice; subtask 1 fails once and its retry continues its own run (replays, no third model call)."""
+    pods = _pods()
+    env.update(SUTURE_STORE_URL=f"sqlite:///{tmp_path}/shared.db", MAP_FAIL_INDEX="1")
+    inputs = pods.write_inputs(tmp_path / "xs.pb", {"x": ([7, 7], list[int])})
+    base = tmp_path / "metadata" / "propeller" / "proj-dev-m1" / "n3" / "data" / "0"
+    results = []
+    for index in (0, 1):
+        def out(n, index=index):
+            return base / str(index) / str(n)
+        attempts = []
+        prev = None
+        for n in range(3):  # retries=2
+            p = pods.pod(tmp_path, "fk_tasks", "per_item", n, prev, env, execution="m1", inputs=inputs, cwd=HERE,
+                         out=out(n), checkpoint=tmp_path / f"cp-{index}-{n}", map_index=index)
+            attempts.append(p)
+            if not p.recoverable():
+                break
+            prev = p.checkpoint
+        assert attempts[-1].error() is None, attempts[-1].error() or attempts[-1].stderr[-2000:]
+        assert len(attempts) == (2 if index == 1 else 1)
+        results.append(attempts[-1].output("o0", str))
+    assert results == ["ITEM 7", "ITEM 7"]
+    c = counts(tmp_path)
+    assert c["model item 7"] == 2  # once per subtask: not one shared run, and the retry replayed
+    assert c["per_item run 0"] == 1 and c["per_item run 1"] == 2
+    monkeypatch.setenv("SUTURE_STORE_URL", env["SUTURE_STORE_URL"])
+    from suture.config import close_stores
+
+    close_stores()
+    try:
+        ids = sorted(r.run_id for r in _store().list_runs())
+        assert [i.rsplit("/", 1)[0] for i in ids] == ["proj/dev/m1/per_item/n3[0]", "proj/dev/m1/per_item/n3[1]"]
+        assert [len(_store().list_attempts(i)) for i in ids] == [1, 2]
+    finally:
+        close_stores()
+
+
+def test_map_subtasks_with_equal_inputs_are_separate_runs_locally(tmp_path, eager):
+    fk_tasks, _ = eager
+    assert fk_tasks.mapped(xs=[7, 7]) == ["ITEM 7", "ITEM 7"]
+    assert counts(tmp_path)["model item 7"] == 2
+    assert len(_store().list_runs()) == 2
+
+
+# ---- preemption: the budget it reaches ------------------------------------------------------------
+
+
+def _container_error(out):
+    from flyteidl.core import errors_pb2
+    from flytekit.models.core.errors import ErrorDocument
+
+    doc = errors_pb2.ErrorDocument()
+    doc.ParseFromString((out / "error.pb").read_bytes())
+    return ErrorDocument.from_flyte_idl(doc).error
+
+
+def test_a_task_cannot_raise_into_flytes_system_budget(tmp_path, env):  # noqa: F811
+    """Why a preemption is a user retry on flytekit: a FlyteSystemException raised by a task function
+    is recorded with origin USER and not recoverable (flytekit wraps it in FlyteUserRuntimeException)."""
+    from flytekit.models.core.execution import ExecutionError
+
+    _, out = attempt(tmp_path, "raises_system_error", 0, None, env)
+    err = _container_error(out)
+    assert err.origin == ExecutionError.ErrorKind.USER and error_kind(out) == "non-recoverable"
+
+
+def test_a_preemption_is_raised_recoverable_and_the_next_attempt_replays(tmp_path, env, monkeypatch):  # noqa: F811
+    from flytekit.models.core.execution import ExecutionError
+
+    from suture.adapters.flytekit import is_preemption
+
+    env["SHARED_STORE"] = f"sqlite:///{tmp_path}/shared.db"
+    _, out0 = attempt(tmp_path, "preempted_once", 0, None, env)
+    err = _container_error(out0)
+    assert error_kind(out0) == "recoverable" and err.code == "USER:Recoverable"  # FlyteRecoverableException
+    assert err.origin == ExecutionError.ErrorKind.USER
+    assert is_preemption(Exception(err.message))  # the marker run_with_escalation reads: same rung
+    _, out1 = attempt(tmp_path, "preempted_once", 1, tmp_path / "exec-1-cp0", env)
+    assert error_kind(out1) is None
+    assert counts(tmp_path)["model spot p0"] == 1
+    monkeypatch.setenv("SUTURE_STORE_URL", env["SHARED_STORE"])
+    from suture.config import close_stores
+
+    close_stores()
+    try:
+        (run,) = _store().list_runs()
+        assert [a.status for a in _store().list_attempts(run.run_id)] == ["preempted", "succeeded"]
+    finally:
+        close_stores()
