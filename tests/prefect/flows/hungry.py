@@ -28,6 +28,7 @@ def crunch(mb: int) -> int:
     for _ in range(mb // 10):
         chunks.append(b"x" * (10 << 20))  # touched pages: resident memory, as real work would use
         time.sleep(0.01)
+    time.sleep(2.0)  # works with it a while: the guard's kill lands inside the step even on a loaded machine
     return sum(len(c) for c in chunks) >> 20
 
 
