@@ -1,12 +1,13 @@
 """Self-healing, measured: one seeded chaos benchmark of suture against plain retries and the peers.
 
-    python bench/chaos/run.py [--seeds 20] [--quick] [--contenders a,g,h,b,i,c]
+    python bench/chaos/run.py [--seeds 20] [--quick] [--contenders a,g,h,b,i,c,d,e] [--jobs 3] [--replot]
 
 One workload (bench/chaos/workload.py: ~100 model calls, 20 tool calls, sandboxed generated code
 with a repair round, a memory-heavy step), one fault schedule per seed (bench/chaos/faults.py), and
 every contender run under the same supervisor (bench/chaos/supervisor.py: one memory limit, the
-same restart budget). Prints a table, writes bench/results/chaos.json and, when matplotlib is
-installed, bench/results/chaos.png.
+same restart budget). Prints a table, writes bench/results/chaos.json (the summaries),
+bench/results/chaos-runs.jsonl (every run and attempt) and, when matplotlib is installed,
+bench/results/chaos.png.
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ def chart(summaries: list[dict[str, Any]], path: Path, seeds: int) -> Path | Non
     labels = [s["label"] for s in summaries]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 0.6 * len(labels) + 2), sharey=True)
     y = range(len(labels))
-    ax1.barh(y, [100 * s["finish_rate"] for s in summaries], color="#4c72b0")
+    colors = ["#2a9d8f" if "suture" in s["label"] else "#8d99ae" for s in summaries]
+    ax1.barh(y, [100 * s["finish_rate"] for s in summaries], color=colors)
     ax1.set_xlim(0, 100)
     ax1.set_xlabel("runs finished (%)")
     ax1.set_yticks(list(y), labels)
@@ -94,7 +96,7 @@ def chart(summaries: list[dict[str, Any]], path: Path, seeds: int) -> Path | Non
     ax2.barh(y, twice, left=need, color="#c44e52", label="completed calls paid twice")
     ax2.barh(y, infl, left=[a + b for a, b in zip(need, twice)], color="#dd8452", label="in flight at a kill")
     ax2.set_xlabel(f"model calls paid, {seeds} seeds")
-    ax2.legend(loc="lower right", fontsize=8)
+    ax2.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, fontsize=8, frameon=False)
     fig.suptitle(f"suture chaos benchmark: {seeds} seeded fault schedules, same workload, same limits")
     fig.tight_layout()
     path.parent.mkdir(exist_ok=True)
@@ -147,11 +149,17 @@ def run(seeds: list[int], keys: list[str], *, progress: bool = True, base: Path 
     out = {"seeds": seeds, "max_attempts": MAX_ATTEMPTS, "price_per_mtok_usd": PRICE_PER_MTOK,
            "summaries": summaries, "not_run": missing,
            "runs": {k: [r.as_dict() for r in v] for k, v in runs.items()}}
+    if progress:
+        print_rows(summaries, missing)
     if write:
         from _common import write_results
 
-        print_rows(summaries, missing)
-        write_results("chaos", out)
+        RESULTS.mkdir(exist_ok=True)
+        with open(RESULTS / "chaos-runs.jsonl", "w") as fh:  # every run and attempt, one line each
+            for k, v in runs.items():
+                for r in v:
+                    fh.write(json.dumps(r.as_dict()) + "\n")
+        write_results("chaos", {k: v for k, v in out.items() if k != "runs"} | {"runs_file": "chaos-runs.jsonl"})
         chart(summaries, RESULTS / "chaos.png", len(seeds))
     if not os.environ.get("CHAOS_KEEP"):
         shutil.rmtree(base, ignore_errors=True)
@@ -161,10 +169,17 @@ def run(seeds: list[int], keys: list[str], *, progress: bool = True, base: Path 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=20)
-    parser.add_argument("--quick", action="store_true", help="2 seeds (0 and 1)")
+    parser.add_argument("--quick", action="store_true",
+                        help="seeds 0 and 1, the table only (the published results are left as they are)")
     parser.add_argument("--contenders", default=",".join(CONTENDERS))
+    parser.add_argument("--replot", action="store_true", help="redraw the chart from bench/results/chaos.json")
     parser.add_argument("--jobs", type=int, default=3, help="runs at a time (each its own model server)")
     args = parser.parse_args()
+    if args.replot:
+        data = json.loads((RESULTS / "chaos.json").read_text())
+        print_rows(data["summaries"], data["not_run"])
+        chart(data["summaries"], RESULTS / "chaos.png", len(data["seeds"]))
+        return 0
     n = 2 if args.quick else args.seeds
     keys = [k.strip() for k in args.contenders.split(",") if k.strip()]
     unknown = [k for k in keys if k not in CONTENDERS]
@@ -174,7 +189,7 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))  # stop the Prefect server on the way out
     t0 = time.monotonic()
-    out = run(list(range(n)), keys, jobs=args.jobs)
+    out = run(list(range(n)), keys, jobs=args.jobs, write=not args.quick)
     print(f"total {time.monotonic() - t0:.0f}s")
     print(json.dumps({s["contender"]: f"{s['finished']}/{s['runs']}" for s in out["summaries"]}))
     return 0
