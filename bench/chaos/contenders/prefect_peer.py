@@ -1,9 +1,12 @@
 """(b) Prefect at its best practice: a ``@flow(retries=2)`` whose model calls, searches, sandbox
 runs and memory-heavy step are tasks with ``cache_policy=INPUTS``, persisted results and task
-retries (the openai client's own 2 retries inside). A flow run that *crashes* (a kill, an OOM) is
-not retried by Prefect: flow ``retries`` apply to a run that fails in Python, and Prefect's docs say
-a Crashed run needs a person or an automation to rerun it. The supervisor reruns it as a new flow
-run of the same flow and parameters, which finds the completed tasks' persisted results (cache hits).
+retries (the openai client's own 2 retries inside). Prefect's docs: a flow run is retried "when the
+flow raises an exception or returns a Failed state"; a process that dies leaves a Crashed run that
+nothing retries on its own (a zombie's Crashed state is set by an automation on missed heartbeats);
+`prefect flow-run retry` re-executes a failed run by hand (a local one with `--entrypoint`). The
+supervisor reruns a dead attempt as a new flow run of the same flow and parameters (counted as an
+intervention); ``INPUTS`` keys hold no flow-run id, so it finds the completed tasks' persisted
+results (cache hits) just as a retried run of the same id would.
 """
 
 from __future__ import annotations
