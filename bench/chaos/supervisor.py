@@ -133,9 +133,6 @@ class Server:
 
         self.model = ScriptedModel(answers, latency=LATENCY, count_file=run_dir / "calls.log")
         self.model._server.handle_error = lambda *a: None  # a timed-out client's broken pipe: noise
-        # ScriptedModel writes the headers and the body separately without TCP_NODELAY: Nagle plus
-        # the client's delayed ACK add ~40 ms to every call (68 ms for latency=0.02). Off here.
-        self.model._server.RequestHandlerClass.disable_nagle_algorithm = True
         self.model.start()
 
     def stop(self) -> None:

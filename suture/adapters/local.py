@@ -230,6 +230,7 @@ class _Preemption:
         self.requested = False
         self.grace = float(os.environ.get("SUTURE_GRACE_SECONDS", "10"))
         self.previous: Any = None
+        self.killer: threading.Timer | None = None
 
     def __enter__(self) -> "_Preemption":
         if threading.current_thread() is threading.main_thread():
@@ -237,6 +238,8 @@ class _Preemption:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        if self.killer is not None:  # the child stopped within its grace: no kill pending, no thread left
+            self.killer.cancel()
         if self.previous is not None:
             signal.signal(signal.SIGTERM, self.previous)
 
@@ -245,7 +248,9 @@ class _Preemption:
         child = self.child
         if child is not None:
             child.signal(signal.SIGTERM)
-            threading.Timer(self.grace, child.signal, args=(signal.SIGKILL,)).start()
+            self.killer = threading.Timer(self.grace, child.signal, args=(signal.SIGKILL,))
+            self.killer.daemon = True  # never keeps the process alive after the run is over
+            self.killer.start()
 
 
 def run_isolated(agent: Any, args: tuple, kwargs: dict, run_id: str) -> Any:

@@ -108,6 +108,9 @@ class ScriptedModel:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # headers and body are written apart: without TCP_NODELAY, Nagle's algorithm and the
+            # client's delayed ACK hold the body back ~40 ms on every call
+            disable_nagle_algorithm = True
 
             def log_message(self, *args: Any) -> None:  # quiet
                 pass

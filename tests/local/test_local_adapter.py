@@ -135,3 +135,39 @@ def test_resume_relaunches_a_crashed_run(env, store):
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == [1, "slept", 2]
     assert [s for s, _ in steps(env)].count("prepare1") == 1
+
+
+PREEMPTED_SCRIPT = """
+import os, signal, sys, time
+import suture
+
+@suture.step
+def work(i: int) -> int:
+    if i == 1:
+        os.kill(os.getppid(), signal.SIGTERM)  # the node is going away: SIGTERM to the agent's process
+        time.sleep(0.2)
+    return i
+
+@suture.agent(memory=["512Mi"])
+def job() -> int:
+    return sum(work(i) for i in range(3))
+
+if __name__ == "__main__":
+    try:
+        job.run(run_id="pre-exit")
+    except suture.Preempted:
+        sys.exit(143)
+"""
+
+
+def test_a_preempted_run_exits_when_its_child_stopped_not_after_the_grace(env, tmp_path, store):
+    """The SIGKILL timer of the grace period is cancelled once the child stopped by itself: it kept the
+    process alive for all of SUTURE_GRACE_SECONDS (found by the chaos benchmark)."""
+    script = tmp_path / "preempted.py"
+    script.write_text(PREEMPTED_SCRIPT)
+    t0 = time.monotonic()
+    out = subprocess.run([sys.executable, str(script)], env=dict(env, SUTURE_GRACE_SECONDS="60"),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 143, out.stderr
+    assert time.monotonic() - t0 < 30  # not the 60 s grace
+    assert store.list_attempts("pre-exit")[0].status == "preempted"
