@@ -11,6 +11,24 @@ from typing import Any, Iterable, Sequence
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def prefect_offline(prefix: str) -> str:
+    """Point Prefect (imported after this) and suture at a fresh temporary directory: PREFECT_HOME,
+    analytics off, quiet logs, task results and the SQLite suture store in it; Prefect's ephemeral
+    server unless PREFECT_API_URL is set. Returns the directory."""
+    import os
+    import tempfile
+
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    os.environ.setdefault("PREFECT_HOME", tmp)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")
+    # the ephemeral server (a subprocess) logs cancelled event flushes when it stops: noise
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
+    os.environ["PREFECT_LOCAL_STORAGE_PATH"] = os.path.join(tmp, "results")
+    os.environ["SUTURE_STORE_URL"] = f"sqlite:///{tmp}/suture.db"
+    return tmp
+
+
 def print_table(title: str, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     """Print a plain-text table (no dependency beyond the standard library)."""
     rows = [[str(c) for c in r] for r in rows]

@@ -10,9 +10,7 @@ bench/results/prefect.json.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,16 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-tmp = tempfile.mkdtemp(prefix="suture-prefect-bench-")
-os.environ.setdefault("PREFECT_HOME", tmp)
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")
-# the ephemeral server (a subprocess) logs cancelled event flushes when it stops: noise
-os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
-os.environ["PREFECT_LOCAL_STORAGE_PATH"] = os.path.join(tmp, "results")
-os.environ["SUTURE_STORE_URL"] = f"sqlite:///{tmp}/suture.db"
+from _common import prefect_offline, print_table, write_results  # noqa: E402
 
-from _common import print_table, write_results  # noqa: E402
+tmp = prefect_offline("suture-prefect-bench-")
 
 
 def main() -> int:

@@ -34,7 +34,6 @@ import argparse
 import asyncio
 import os
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -43,16 +42,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-tmp = tempfile.mkdtemp(prefix="suture-pai-prefect-bench-")
-os.environ.setdefault("PREFECT_HOME", tmp)
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")
-# the ephemeral server (a subprocess) logs cancelled event flushes when it stops: noise
-os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
-os.environ["PREFECT_LOCAL_STORAGE_PATH"] = os.path.join(tmp, "results")
-os.environ["SUTURE_STORE_URL"] = f"sqlite:///{tmp}/suture.db"
+from _common import prefect_offline, print_table, write_results  # noqa: E402
 
-from _common import print_table, write_results  # noqa: E402
+tmp = prefect_offline("suture-pai-prefect-bench-")
 
 
 def main() -> int:
