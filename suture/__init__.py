@@ -56,7 +56,7 @@ def ask(question: str, schema: Any = None, *, key: str | None = None) -> Any:
 
 
 _LAZY = {"Action": "failures", "Evidence": "failures", "Failure": "failures", "RecoveryPolicy": "failures",
-         "Resources": "failures", "branch": "tasks"}
+         "Resources": "failures", "branch": "tasks", "wrap": "integrations"}
 
 
 def __getattr__(name: str) -> Any:
@@ -77,5 +77,5 @@ __all__ = [
     "LeaseError", "NoRunContextError", "Preempted", "RecoveryPolicy", "Resources", "SchemaVersionError",
     "SerializationError", "StateConflictError", "StepFailed", "StoreCorruptedError", "StoreError", "StoreLockedError",
     "Suspended", "SutureError", "SutureWarning", "agent", "ask", "branch", "current", "history", "hookimpl", "map", "now",
-    "random", "register", "state", "step", "unregister", "uuid",
+    "random", "register", "state", "step", "unregister", "uuid", "wrap",
 ]
