@@ -39,13 +39,6 @@ def oom_to_live(run_dir: Path, res: RunResult) -> None:
                 break
 
 
-def not_built() -> str:
-    """(f) pydantic-ai's durable execution needs the workload to be a pydantic-ai agent, and its
-    Prefect integration keys its cache by the flow-run id, so a new flow run after a crash pays every
-    call again (docs/prefect.md measures that); its Temporal one needs a Temporal server. Not built."""
-    return "not built"
-
-
 def prefect_server():
     """One real Prefect server for the benchmark (``prefect server start`` on a free loopback port,
     PREFECT_HOME in a temporary directory, analytics off); children inherit PREFECT_API_URL."""
@@ -110,5 +103,6 @@ CONTENDERS: dict[str, Contender] = {
                    available=_missing("langgraph", "langgraph.checkpoint.sqlite")),
     "e": Contender("e", "(e) DBOS: workflow + step retries", "dbos_peer", manual_restart=True,
                    available=_missing("dbos")),
-    "f": Contender("f", "(f) pydantic-ai durable execution", "", available=not_built),
+    "f": Contender("f", "(f) pydantic-ai durable execution (DBOS)", "pydantic_ai_peer", manual_restart=True,
+                   available=_missing("pydantic_ai", "dbos", "openai")),
 }

@@ -1,13 +1,15 @@
 """Self-healing, measured: one seeded chaos benchmark of suture against plain retries and the peers.
 
-    python bench/chaos/run.py [--seeds 20] [--quick] [--contenders a,g,h,b,i,c,d,e] [--jobs 3] [--replot]
+    python bench/chaos/run.py [--seeds 20] [--quick] [--contenders a,g,h,b,i,c,d,e,f] [--jobs 3] [--replot]
+                              [--merge | --no-merge]
 
 One workload (bench/chaos/workload.py: ~100 model calls, 20 tool calls, sandboxed generated code
 with a repair round, a memory-heavy step), one fault schedule per seed (bench/chaos/faults.py), and
 every contender run under the same supervisor (bench/chaos/supervisor.py: one memory limit, the
 same restart budget). Prints a table, writes bench/results/chaos.json (the summaries),
 bench/results/chaos-runs.jsonl (every run and attempt) and, when matplotlib is installed,
-bench/results/chaos.png.
+bench/results/chaos.png. With ``--contenders`` (or ``--merge``) only those contenders' entries are
+replaced in the published results; every other contender's stay (``--no-merge``: write this run alone).
 """
 
 from __future__ import annotations
@@ -106,9 +108,39 @@ def chart(summaries: list[dict[str, Any]], path: Path, seeds: int) -> Path | Non
     return path
 
 
+def merged(seeds: list[int], summaries: list[dict[str, Any]], missing: dict[str, str],
+           run_lines: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, str], list[dict[str, Any]]]:
+    """This run's contenders put into the published results in place of their old entries; the
+    other contenders' summaries, runs and reasons not run are kept. The seeds must be the same."""
+    path = RESULTS / "chaos.json"
+    if not path.exists():
+        return summaries, missing, run_lines
+    old = json.loads(path.read_text())
+    if old.get("seeds") != seeds:
+        raise SystemExit(f"--merge: {path} holds seeds {old.get('seeds')}, this run {seeds}; "
+                         "a table of mixed seed sets would not compare. Run the same seeds, or --no-merge.")
+    mine = {s["contender"] for s in summaries}  # a contender skipped here keeps its published entry
+    by_key = {s["contender"]: s for s in old.get("summaries", []) if s["contender"] not in mine}
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+    by_key.update({s["contender"]: s | {"measured_at": stamp} for s in summaries})
+    order = {k: i for i, k in enumerate(CONTENDERS)}
+    out_summaries = sorted(by_key.values(), key=lambda s: order.get(s["contender"], len(order)))
+    not_run = {k: v for k, v in (old.get("not_run", {}) | missing).items() if k not in by_key}
+    lines: list[dict[str, Any]] = []
+    runs_file = RESULTS / old.get("runs_file", "chaos-runs.jsonl")
+    if runs_file.exists():
+        lines = [json.loads(line) for line in runs_file.read_text().splitlines() if line.strip()]
+    lines = [line for line in lines if line.get("contender") not in mine] + run_lines
+    lines.sort(key=lambda r: (order.get(r["contender"], len(order)), r["seed"]))
+    return out_summaries, not_run, lines
+
+
 def run(seeds: list[int], keys: list[str], *, progress: bool = True, base: Path | None = None,
-        write: bool = True, jobs: int = 1) -> dict[str, Any]:
-    """Run ``keys`` over ``seeds``; return the summaries and every run (the smoke test's API)."""
+        write: bool = True, jobs: int = 1, merge: bool = False) -> dict[str, Any]:
+    """Run ``keys`` over ``seeds``; return the summaries and every run (the smoke test's API).
+
+    ``merge``: replace only these contenders' entries in the published results (bench/results/
+    chaos.json, chaos-runs.jsonl, the chart), keeping every other contender's as it is."""
     base = base or Path(tempfile.mkdtemp(prefix="suture-chaos-"))
     missing: dict[str, str] = {}
     runs: dict[str, list[RunResult]] = {}
@@ -155,12 +187,17 @@ def run(seeds: list[int], keys: list[str], *, progress: bool = True, base: Path 
         from _common import write_results
 
         RESULTS.mkdir(exist_ok=True)
+        summaries_out, not_run, run_lines = summaries, missing, [r.as_dict() for v in runs.values() for r in v]
+        if merge:
+            summaries_out, not_run, run_lines = merged(seeds, summaries, missing, run_lines)
         with open(RESULTS / "chaos-runs.jsonl", "w") as fh:  # every run and attempt, one line each
-            for k, v in runs.items():
-                for r in v:
-                    fh.write(json.dumps(r.as_dict()) + "\n")
-        write_results("chaos", {k: v for k, v in out.items() if k != "runs"} | {"runs_file": "chaos-runs.jsonl"})
-        chart(summaries, RESULTS / "chaos.png", len(seeds))
+            for line in run_lines:
+                fh.write(json.dumps(line) + "\n")
+        write_results("chaos", {k: v for k, v in out.items() if k != "runs"}
+                      | {"summaries": summaries_out, "not_run": not_run, "runs_file": "chaos-runs.jsonl"})
+        chart(summaries_out, RESULTS / "chaos.png", len(seeds))
+        if merge and progress:
+            print_rows(summaries_out, not_run)
     if not os.environ.get("CHAOS_KEEP"):
         shutil.rmtree(base, ignore_errors=True)
     return out
@@ -171,9 +208,12 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--quick", action="store_true",
                         help="seeds 0 and 1, the table only (the published results are left as they are)")
-    parser.add_argument("--contenders", default=",".join(CONTENDERS))
+    parser.add_argument("--contenders", default=None, help=f"a subset of {','.join(CONTENDERS)} (default: all)")
     parser.add_argument("--replot", action="store_true", help="redraw the chart from bench/results/chaos.json")
     parser.add_argument("--jobs", type=int, default=3, help="runs at a time (each its own model server)")
+    parser.add_argument("--merge", action=argparse.BooleanOptionalAction, default=None,
+                        help="replace only these contenders' entries in bench/results/chaos.json (and the runs "
+                             "file and chart), keeping the others'; the default when --contenders is given")
     args = parser.parse_args()
     if args.replot:
         data = json.loads((RESULTS / "chaos.json").read_text())
@@ -181,7 +221,7 @@ def main() -> int:
         chart(data["summaries"], RESULTS / "chaos.png", len(data["seeds"]))
         return 0
     n = 2 if args.quick else args.seeds
-    keys = [k.strip() for k in args.contenders.split(",") if k.strip()]
+    keys = [k.strip() for k in (args.contenders or ",".join(CONTENDERS)).split(",") if k.strip()]
     unknown = [k for k in keys if k not in CONTENDERS]
     if unknown:
         parser.error(f"unknown contenders {unknown}; known: {','.join(CONTENDERS)}")
@@ -189,7 +229,14 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))  # stop the Prefect server on the way out
     t0 = time.monotonic()
-    out = run(list(range(n)), keys, jobs=args.jobs, write=not args.quick)
+    merge = args.merge if args.merge is not None else args.contenders is not None
+    published = RESULTS / "chaos.json"
+    if merge and not args.quick and published.exists():
+        have = json.loads(published.read_text()).get("seeds")
+        if have != list(range(n)):
+            parser.error(f"--merge: {published} holds seeds {have}, not 0..{n - 1}; run --seeds {len(have or [])} "
+                         "or --no-merge (a table of mixed seed sets would not compare)")
+    out = run(list(range(n)), keys, jobs=args.jobs, write=not args.quick, merge=merge)
     print(f"total {time.monotonic() - t0:.0f}s")
     print(json.dumps({s["contender"]: f"{s['finished']}/{s['runs']}" for s in out["summaries"]}))
     return 0
