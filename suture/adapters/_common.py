@@ -51,6 +51,8 @@ class Attempt:
         from ..config import get_store
 
         self.ag, self.can_escalate = ag, can_escalate
+        self.failure: Any = None  # set by settle(): the failure and decision recorded for this attempt
+        self.action: Any = None
         self.h = RunHandle(agent_name=ag.name, run_id=run_id, store=get_store(), options=ag.options,
                            entry=None, labels=labels, adapter=adapter, ordinal=ordinal)
         self.done, raw = self.h.finished_result
@@ -112,6 +114,8 @@ class Attempt:
         retry it — else ``failed``, never ``retrying`` forever."""
         history = self.h.history()
         settled = self.h.settle(self.run, exc, history, can_escalate=self.can_escalate)
+        # what was recorded for this attempt, for the adapter's error (no need to read it back)
+        self.failure, self.action = settled.failure, settled.action
         if settled.failure is None or settled.action is None:  # suspended, cancelled, suture's own error
             return "error", exc
         failure, action = settled.failure, settled.action

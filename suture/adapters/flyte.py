@@ -200,11 +200,9 @@ class _FlyteAttempt(Attempt):
             return flyte.errors.RuntimeSystemError(PREEMPTED_CODE, f"suture: preempted: {exc}")
         if kind == "error":
             return value
-        rows = self.h.store.list_attempts(self.h.run_id)
-        failure = rows[-1].failure if rows else None
-        layer = (failure or {}).get("layer")
+        layer = self.failure.layer if self.failure is not None else None
         if kind == "retry":
-            delay = float(((rows[-1].action or {}).get("delay") or 0.0)) if rows else 0.0
+            delay = float(self.action.delay) if self.action is not None else 0.0
             if delay > 0:
                 time.sleep(min(delay, MAX_RETRY_SLEEP))
             if layer == "preemption":  # Flyte's system retries, not the user's

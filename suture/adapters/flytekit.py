@@ -262,7 +262,7 @@ class _FlytekitAttempt(Attempt):
         self._final_write()
         if kind == "error":
             return value
-        failure, action = self._decision()
+        failure, action = self.failure, self.action  # what settle() recorded for this attempt
         if kind == "retry":
             delay = min(float(getattr(action, "delay", 0.0) or 0.0), MAX_RETRY_SLEEP)
             if delay > 0:
@@ -288,16 +288,6 @@ class _FlytekitAttempt(Attempt):
             message += "\n" + mark_line(failure.layer)
         err = GiveUp(message, failure=failure, dossier=getattr(value, "dossier", None))
         return _marked(err, failure.layer) if memory else err
-
-    def _decision(self) -> tuple[Any, Any]:
-        """The failure and the decision just recorded for this attempt."""
-        from ..failures import Action, Failure
-
-        rows = self.h.store.list_attempts(self.h.run_id)
-        row = rows[-1] if rows else None
-        failure = Failure.model_validate(row.failure) if row is not None and row.failure else None
-        action = Action.model_validate(row.action) if row is not None and row.action else None
-        return failure, action
 
     def _final_write(self) -> None:
         if self.cp_writer is not None:
