@@ -29,6 +29,17 @@ ON_A_WORKER = ("a Prefect flow run in this test process cannot be OOM-killed or 
                "test: it runs on a real process-pool worker in tests/prefect/test_prefect_process_pool.py")
 
 
+def only_isolated(driver, local_reason: str) -> None:
+    """Skip, with the reason, every cell but local-isolated: a fault of the process itself (a memory
+    kill, a SIGTERM) that this test process can deliver only to an isolated child."""
+    if driver.name == "local":
+        pytest.skip(local_reason)
+    if driver.name in NO_LIMITS:
+        pytest.skip(NO_LIMITS[driver.name])
+    if driver.orchestrated:
+        pytest.skip(ON_A_WORKER)
+
+
 def test_the_wrong_decorator_order_is_a_clear_error_naming_the_right_one(driver):
     err = driver.wrong_order()
     assert isinstance(err, ConfigError), err
@@ -40,13 +51,8 @@ def test_the_wrong_decorator_order_is_a_clear_error_naming_the_right_one(driver)
 
 
 def test_an_oom_escalates_one_rung_with_only_the_failed_step_live_and_other_resources_kept(driver, store, step_log):
-    if driver.name == "local":
-        pytest.skip("an in-process attempt cannot be given more memory: memory= runs each attempt in a child "
-                    "process, which is the local-isolated cell")
-    if driver.name in NO_LIMITS:
-        pytest.skip(NO_LIMITS[driver.name])
-    if driver.orchestrated:
-        pytest.skip(ON_A_WORKER)
+    only_isolated(driver, "an in-process attempt cannot be given more memory: memory= runs each attempt in a "
+                          "child process, which is the local-isolated cell")
     import conformance_agents as agents
     from suture.report import build_report
 
@@ -64,13 +70,8 @@ def test_an_oom_escalates_one_rung_with_only_the_failed_step_live_and_other_reso
 
 
 def test_a_preemption_reruns_on_the_same_resources_without_spending_the_budget(driver, store, step_log):
-    if driver.name == "local":
-        pytest.skip("a SIGTERM to an in-process attempt is a SIGTERM to the caller (suture.Preempted, then "
-                    "`suture resume`): the local-isolated cell preempts the attempt alone")
-    if driver.name in NO_LIMITS:
-        pytest.skip(NO_LIMITS[driver.name])
-    if driver.orchestrated:
-        pytest.skip(ON_A_WORKER)
+    only_isolated(driver, "a SIGTERM to an in-process attempt is a SIGTERM to the caller (suture.Preempted, then "
+                          "`suture resume`): the local-isolated cell preempts the attempt alone")
     import conformance_agents as agents
 
     def preempt() -> None:  # SIGTERM the child once two naps completed: it saves the step in flight, stops
