@@ -179,3 +179,22 @@ def research(ops: Ops, seed: int, crunch_mb: int) -> dict[str, Any]:
 def finish(result: dict[str, Any]) -> None:
     """Record a finished run (the supervisor's proof of success)."""
     (run_dir() / "result.json").write_text(json.dumps(result))
+
+
+def dbos_main(workflow: Any, seed: int) -> int:
+    """Run ``workflow(seed)`` under workflow id ``chaos-<seed>`` as DBOS's docs say for a restart after a
+    death: ``DBOS.launch()`` recovers this executor's pending workflow, whose result is then awaited by
+    id; a first attempt starts it under that id. (The DBOS contenders, (e) and (f), share this.)"""
+    from dbos import DBOS, SetWorkflowID
+
+    wfid = f"chaos-{seed}"
+    DBOS.launch()  # recovers this executor's pending workflows (a dead attempt's)
+    if DBOS.get_workflow_status(wfid) is not None:
+        out = DBOS.retrieve_workflow(wfid).get_result()
+    else:
+        with SetWorkflowID(wfid):
+            out = workflow(seed)
+    finish(out)
+    DBOS.destroy()
+    return 0
+

@@ -10,7 +10,7 @@ import os
 import sys
 
 import workload as w
-from dbos import DBOS, SetWorkflowID
+from dbos import DBOS
 from faults import crunch_mb
 
 DBOS(config={"name": "chaos", "system_database_url":
@@ -53,16 +53,7 @@ def chaos_research(seed: int) -> dict:
 
 
 def main(seed: int) -> int:
-    wfid = f"chaos-{seed}"
-    DBOS.launch()  # recovers this executor's pending workflows (a dead attempt's)
-    if DBOS.get_workflow_status(wfid) is not None:
-        out = DBOS.retrieve_workflow(wfid).get_result()
-    else:
-        with SetWorkflowID(wfid):
-            out = chaos_research(seed)
-    w.finish(out)
-    DBOS.destroy()
-    return 0
+    return w.dbos_main(chaos_research, seed)
 
 
 if __name__ == "__main__":

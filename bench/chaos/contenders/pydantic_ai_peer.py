@@ -31,7 +31,7 @@ import sys
 from typing import Any
 
 import workload as w
-from dbos import DBOS, SetWorkflowID
+from dbos import DBOS
 from faults import after_answer, before_call, crunch_mb
 from openai import AsyncOpenAI
 from pydantic_ai import Agent
@@ -111,16 +111,7 @@ def chaos_research(seed: int) -> dict:
 
 
 def main(seed: int) -> int:
-    wfid = f"chaos-{seed}"
-    DBOS.launch()  # recovers this executor's pending workflows (a dead attempt's)
-    if DBOS.get_workflow_status(wfid) is not None:
-        out = DBOS.retrieve_workflow(wfid).get_result()
-    else:
-        with SetWorkflowID(wfid):
-            out = chaos_research(seed)
-    w.finish(out)
-    DBOS.destroy()
-    return 0
+    return w.dbos_main(chaos_research, seed)
 
 
 if __name__ == "__main__":
