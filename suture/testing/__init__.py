@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "ScriptedModel": "model",
+    "ScriptedAnthropic": "anthropic_model",
     "count_lines": "model",
     "rate_limit_storm": "model",
     "rate_limits": "model",
