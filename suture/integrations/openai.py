@@ -16,30 +16,29 @@
   invisibly and multiplied with suture's retries.
 - **The response journaled whole**, usage included (``reply.usage``), and rebuilt as the SDK's own
   ``ChatCompletion`` when replayed.
-- Outside a suture run the wrapped client behaves as the client itself (the SDK's retries too).
-- Not journaled yet: ``stream=True`` (such calls run live, unjournaled, with a warning once) and the
-  Responses API (``client.responses``); everything else on the client is passed through unchanged.
+- **Streaming** (``stream=True``): the live stream is consumed inside the step and its chunks are
+  journaled whole; the caller gets a :class:`ChunkStream` (an :class:`AsyncChunkStream` from the async
+  client) iterating the same typed ``ChatCompletionChunk`` objects, live and on replay, usable as a
+  context manager like the SDK's ``Stream``. So inside a run the first chunk arrives when the model
+  has finished (a stream cut midway is retried whole by suture's policy, never half-delivered); a
+  replay yields the recorded chunks without calling the model. Pass ``stream_options={"include_usage":
+  True}`` to have the usage in the last chunk.
+- :func:`usage_of` reads the token usage of a completion or of a stream's chunks.
+- Outside a suture run the wrapped client behaves as the client itself (the SDK's retries and its
+  live streams too).
+- Not journaled yet: the Responses API (``client.responses``); everything else on the client is passed
+  through unchanged.
 """
 
 from __future__ import annotations
 
-import warnings
-from typing import Any
+from typing import Any, Iterator
 
 import suture
 
-__all__ = ["wrap"]
+__all__ = ["AsyncChunkStream", "ChunkStream", "usage_of", "wrap"]
 
 _STEP_NAME = "openai.chat.completions.create"
-_warned_stream = False
-
-
-def _warn_stream() -> None:
-    global _warned_stream
-    if not _warned_stream:
-        _warned_stream = True
-        warnings.warn("suture.wrap: chat.completions.create(stream=True) is not journaled yet: the call runs live "
-                      "on every attempt", suture.SutureWarning, stacklevel=3)
 
 
 @suture.step(name=_STEP_NAME)
@@ -53,10 +52,113 @@ async def _acreate(client: Any, request: dict[str, Any]) -> dict[str, Any]:
     return reply.model_dump(mode="json")
 
 
+@suture.step(name=_STEP_NAME + ":stream")
+def _create_stream(client: Any, request: dict[str, Any]) -> list[dict[str, Any]]:
+    with client.with_options(max_retries=0).chat.completions.create(**request) as stream:
+        return [chunk.model_dump(mode="json") for chunk in stream]
+
+
+@suture.step(name=_STEP_NAME + ":async:stream")
+async def _acreate_stream(client: Any, request: dict[str, Any]) -> list[dict[str, Any]]:
+    stream = await client.with_options(max_retries=0).chat.completions.create(**request)
+    async with stream:
+        return [chunk.model_dump(mode="json") async for chunk in stream]
+
+
 def _completion(data: dict[str, Any]) -> Any:
     from openai.types.chat import ChatCompletion
 
     return ChatCompletion.model_validate(data)
+
+
+def _chunk(data: dict[str, Any]) -> Any:
+    from openai.types.chat import ChatCompletionChunk
+
+    return ChatCompletionChunk.model_validate(data)
+
+
+class ChunkStream:
+    """The chunks of a journaled ``stream=True`` completion, iterated like the SDK's ``Stream``.
+
+    ``for chunk in stream`` yields typed ``ChatCompletionChunk`` objects, the same live and on
+    replay; ``with stream: ...`` and ``stream.close()`` work as on the SDK's stream (nothing to
+    release: the HTTP stream was consumed and closed inside the step). ``chunks`` is the whole list.
+    """
+
+    response = None  # the SDK's Stream has the httpx response: the journaled one has none
+
+    def __init__(self, chunks: list[dict[str, Any]]) -> None:
+        self.chunks = [_chunk(c) for c in chunks]
+        self._iter: Iterator[Any] = iter(self.chunks)
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        return next(self._iter)
+
+    def __enter__(self) -> "ChunkStream":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._iter = iter(())
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} of {len(self.chunks)} journaled chunks>"
+
+
+class AsyncChunkStream(ChunkStream):
+    """:class:`ChunkStream` for the async client: ``async for``, ``async with``, ``await close()``."""
+
+    def __aiter__(self) -> "AsyncChunkStream":
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return next(self._iter)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+    async def __aenter__(self) -> "AsyncChunkStream":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.close()
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[Any]:
+        raise TypeError("an AsyncChunkStream (from an AsyncOpenAI client) is iterated with `async for`")
+
+
+def usage_of(completion_or_chunks: Any) -> dict[str, Any] | None:
+    """The token usage of a ``ChatCompletion``, or of a stream's chunks (a :class:`ChunkStream` or a
+    list of ``ChatCompletionChunk``; the usage is in the last chunk with ``stream_options=
+    {"include_usage": True}``), as ``{"provider": "openai", "model", "input_tokens", "output_tokens"}``;
+    ``None`` when the response carries no usage. Dicts (the JSON forms) are read too."""
+    items = completion_or_chunks.chunks if isinstance(completion_or_chunks, ChunkStream) else completion_or_chunks
+    if isinstance(items, (list, tuple)):
+        found = [u for u in (_usage(c) for c in items) if u is not None]
+        return found[-1] if found else None
+    if isinstance(items, dict) or hasattr(items, "usage"):
+        return _usage(items)
+    raise TypeError(f"usage_of() takes a ChatCompletion, a ChunkStream or a list of ChatCompletionChunk, "
+                    f"got {type(completion_or_chunks).__name__}")
+
+
+def _usage(item: Any) -> dict[str, Any] | None:
+    def get(obj: Any, name: str) -> Any:
+        return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+    usage = get(item, "usage")
+    if usage is None:
+        return None
+    return {"provider": "openai", "model": get(item, "model"), "input_tokens": get(usage, "prompt_tokens"),
+            "output_tokens": get(usage, "completion_tokens")}
 
 
 class _Completions:
@@ -64,10 +166,15 @@ class _Completions:
         self._client, self._async = client, is_async
 
     def create(self, **request: Any) -> Any:
-        if request.get("stream") or suture.current() is None:
-            if request.get("stream") and suture.current() is not None:
-                _warn_stream()
+        if suture.current() is None:
             return self._client.chat.completions.create(**request)
+        if request.get("stream"):
+            if self._async:
+                async def journaled_stream() -> Any:
+                    return AsyncChunkStream(await _acreate_stream(_Client(self._client), request))
+
+                return journaled_stream()
+            return ChunkStream(_create_stream(_Client(self._client), request))
         if self._async:
             async def journaled() -> Any:
                 return _completion(await _acreate(_Client(self._client), request))
