@@ -10,23 +10,26 @@
         return reply.content[0].text
 
 - **Keyed by the request**: the step's arguments are the request body as given (model, messages,
-  tools, ...; values left ``omit``/``NOT_GIVEN`` dropped, ``timeout`` left out: it is transport, not
-  identity), so a resume finds each message by what was asked, in program order. The client object
-  takes no part in the key. SDK objects put back into ``messages`` (``reply.content``) are keyed by
-  their JSON form.
+  tools, ...; values left ``omit``/``NOT_GIVEN`` and ``stream=False`` dropped, ``timeout`` left out:
+  it is transport, not identity), so a resume finds each message by what was asked, in program
+  order. The client object takes no part in the key. SDK objects put back into ``messages``
+  (``reply.content``) are keyed by their JSON form. Steps: ``anthropic.messages.create`` (and
+  ``:async``, ``:stream``, ``:stream:async``).
 - **One retry policy**: inside the step the SDK's own retries are off (``max_retries=0``), so a 429,
   a 529 or a 500 reaches suture's policy (backoff, ``retry-after``, the failure record) instead of
   being retried invisibly and multiplied with suture's retries.
 - **The response journaled whole**, usage included, and rebuilt as the SDK's own
   ``anthropic.types.Message`` when replayed (a live call returns the same rebuilt object, so live
   and replayed runs see the same values).
-- **Streaming**: ``messages.create(stream=True)`` consumes the live stream inside the step and
-  journals its events whole (a stream that ends before ``message_stop`` is a failure, retried, never
-  journaled); it returns, live and replayed, a :class:`JournaledStream` that iterates the same typed
-  ``RawMessageStreamEvent`` models (``for`` / ``async for``; a context manager like the SDK's
-  ``Stream``). So the text arrives when the whole message has — the price of a journal.
+- **Streaming**: ``messages.create(stream=True)`` consumes the live stream inside the step, journals
+  its events whole and returns, live and replayed, a :class:`JournaledStream` iterating the same
+  typed ``RawMessageStreamEvent`` models (``for``/``async for``; a context manager like the SDK's
+  ``Stream``): the text arrives once the whole message has — the price of a journal.
   ``messages.stream(...)`` gives the SDK's own ``MessageStream`` helper (``text_stream``,
-  ``get_final_message()``, ...) over the journaled events. ``request_id`` is ``None`` on those.
+  ``get_final_message()``, ...) over the journaled events; ``request_id`` is ``None`` on both. A
+  stream that ends before ``message_stop``, or breaks off with an ``error`` event (overloaded,
+  rate-limited: the API sends those inside an HTTP 200, which the SDK raises as a bare
+  ``APIStatusError``), is a transient failure for suture's policy, never journaled.
 - :func:`usage_of` reads ``{"provider", "model", "input_tokens", "output_tokens"}`` off a message
   or a stream's events.
 - Outside a suture run the wrapped client behaves as the client itself (the SDK's retries too).
@@ -87,17 +90,44 @@ async def _acreate(client: _Client, request: dict[str, Any]) -> dict[str, Any]:
     return reply.model_dump(mode="json")
 
 
+def _broken_off(exc: Exception) -> Exception | None:
+    """What an ``error`` event inside a stream (an HTTP 200 response) is, for suture's classifier: a
+    ``RateLimitError`` for ``rate_limit_error``, a ``ConnectionError`` (retried) for an overloaded or
+    failing server; ``None`` for anything else (the SDK's error stands)."""
+    import anthropic
+
+    if not isinstance(exc, anthropic.APIStatusError) or exc.status_code != 200:
+        return None
+    body = exc.body if isinstance(exc.body, dict) else {}
+    kind = (body.get("error") or {}).get("type") if isinstance(body.get("error"), dict) else None
+    if kind == "rate_limit_error":
+        return anthropic.RateLimitError(exc.message, response=exc.response, body=exc.body)
+    if kind in ("overloaded_error", "api_error", "timeout_error"):
+        return ConnectionError(f"the message stream broke off with {kind}: {exc.message}")
+    return None
+
+
 @suture.step(name=_STEP_NAME + ":stream")
 def _stream(client: _Client, request: dict[str, Any]) -> list[dict[str, Any]]:
-    with client.messages().create(**request, **client.options) as live:
-        return _complete(list(live))
+    try:
+        with client.messages().create(**request, **client.options) as live:
+            return _complete(list(live))
+    except Exception as exc:
+        if (known := _broken_off(exc)) is None:
+            raise
+        raise known from exc
 
 
 @suture.step(name=_STEP_NAME + ":stream:async")
 async def _astream(client: _Client, request: dict[str, Any]) -> list[dict[str, Any]]:
-    live = await client.messages().create(**request, **client.options)
-    async with live:
-        return _complete([event async for event in live])
+    try:
+        live = await client.messages().create(**request, **client.options)
+        async with live:
+            return _complete([event async for event in live])
+    except Exception as exc:
+        if (known := _broken_off(exc)) is None:
+            raise
+        raise known from exc
 
 
 def _message(data: dict[str, Any]) -> Any:
@@ -180,6 +210,8 @@ def _split(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     from anthropic import NotGiven, Omit
 
     request = {k: v for k, v in kwargs.items() if not isinstance(v, (Omit, NotGiven))}
+    if request.get("stream") is False:  # the default: one request with or without it
+        del request["stream"]
     return request, {k: request.pop(k) for k in _TRANSPORT if k in request}
 
 

@@ -19,7 +19,9 @@ tool use stops with ``stop_reason="tool_use"``, else ``"end_turn"``; every reply
 ``message_delta`` with the usage, ``message_stop``), so ``client.messages.create(stream=True)`` and
 ``client.messages.stream(...)`` work. Faults are queued like :class:`~suture.testing.ScriptedModel`'s
 (``(429, {"retry-after": "0"})``, ``(500, {})``, ``("sleep", seconds)``) and answered with the
-API's error body, ``{"type": "error", "error": {"type": "rate_limit_error", "message": ...}}``.
+API's error body, ``{"type": "error", "error": {"type": "rate_limit_error", "message": ...}}``; a
+streamed reply can also break off (``("midstream", "overloaded_error")``: an ``error`` event after
+the first events, as the API sends one) or end early (``("truncate", 0)``: no ``message_stop``).
 Only the standard library is used here; the ``anthropic`` client is the caller's.
 """
 
@@ -51,7 +53,10 @@ class ScriptedAnthropic:
       Unmatched prompts get ``default`` (formatted with ``{prompt}``).
     - ``latency``: seconds to wait before answering; ``chunk``: characters per text delta when streaming.
     - ``faults``: a list of ``(status, headers)`` served to the first requests in order, e.g.
-      ``[(429, {"retry-after": "1"}), (500, {})]``; ``("sleep", seconds)`` delays one answer.
+      ``[(429, {"retry-after": "1"}), (500, {})]``; ``("sleep", seconds)`` delays one answer;
+      ``("midstream", error_type)`` and ``("truncate", 0)`` break one streamed reply off after its
+      first events (with an ``error`` event, or just ending); a request that is not streamed gets
+      the error type's HTTP status for ``midstream`` and a whole answer for ``truncate``.
     - ``count_file``: append one line per served message (the prompt, as JSON; shared across processes).
 
     ``calls`` counts the messages served, ``requests`` every request received (faults too),
@@ -218,8 +223,11 @@ class ScriptedAnthropic:
                 with model._lock:
                     model.requests += 1
                     fault = model.faults.popleft() if model.faults else None
+                cut = fault if fault is not None and fault[0] in ("midstream", "truncate") else None
                 if fault is not None and fault[0] == "sleep":
                     time.sleep(float(fault[1]))
+                elif cut is not None:
+                    pass
                 elif fault is not None:
                     status, headers = fault
                     self._error(int(status), f"scripted fault {status}", dict(headers or {}))
@@ -248,6 +256,14 @@ class ScriptedAnthropic:
                     message = model._message(body, n)
                 except Exception as exc:  # a script that fails: the caller sees a 500 saying why
                     self._error(500, f"the script failed: {type(exc).__name__}: {exc}")
+                    return
+                if cut is not None and body.get("stream"):  # broken off: not a served message
+                    error = {"type": "error", "error": {"type": str(cut[1]), "message": f"scripted {cut[1]}"}}
+                    self._stream(model._events(message)[:3] + ([("error", error)] if cut[0] == "midstream" else []))
+                    return
+                if cut is not None and cut[0] == "midstream":
+                    status = next((k for k, v in ERROR_TYPES.items() if v == cut[1]), 500)
+                    self._error(status, f"scripted {cut[1]}")
                     return
                 model._count(last_user_text(body.get("messages") or []))
                 if body.get("stream"):

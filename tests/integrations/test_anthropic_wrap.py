@@ -210,6 +210,27 @@ def test_a_stream_s_429_and_529_reach_suture_s_policy_too(store):
     assert [f["data"]["layer"] for f in failures] == ["network", "rate_limit"]
 
 
+def test_a_stream_that_breaks_off_or_ends_early_is_retried_and_only_a_whole_one_journaled(store):
+    faults = [("midstream", "overloaded_error"), ("midstream", "rate_limit_error"), ("truncate", 0)]
+    with ScriptedAnthropic(default="the whole answer", faults=faults) as model:
+        client = suture.wrap(anthropic.Anthropic(base_url=model.base_url, api_key="scripted"))
+
+        @suture.agent(name="anthropic-broken-stream", max_attempts=4)
+        def ask() -> list[str]:
+            with client.messages.create(model=MODEL, max_tokens=8, stream=True,
+                                        messages=[{"role": "user", "content": "q"}]) as events:
+                return [e.type for e in events]
+
+        kinds = ask.run(run_id="e3")
+        assert kinds.count("message_start") == 1 and kinds[-1] == "message_stop"
+        assert model.requests == 4 and model.calls == 1
+        assert_replays("e3", ask)
+        assert model.requests == 4
+    failures = [e["data"] for e in store.list_events("e3") if e["kind"] == "failure"]
+    assert [f["layer"] for f in failures] == ["network", "rate_limit", "network"]  # an error event is transient
+    assert "overloaded_error" in failures[0]["message"] and "message_stop" in failures[2]["message"]
+
+
 def test_the_key_is_the_request_not_the_client_nor_its_transport_options(store):
     with ScriptedAnthropic(default="hi {prompt}") as model:
         setup = {"client": suture.wrap(anthropic.Anthropic(base_url=model.base_url, api_key="scripted")),
@@ -231,6 +252,30 @@ def test_the_key_is_the_request_not_the_client_nor_its_transport_options(store):
                                                             timeout=9.0)), timeout=5.0)
         assert_replays("i1", greet)
         assert model.calls == 2
+
+
+def test_structured_outputs_from_a_type_run_live_with_a_warning(store):
+    from pydantic import BaseModel
+
+    class Point(BaseModel):
+        x: int
+
+    with ScriptedAnthropic({"where": '{"x": 1}'}) as model:
+        client = suture.wrap(anthropic.Anthropic(base_url=model.base_url, api_key="scripted"))
+
+        @suture.agent(name="anthropic-output-format")
+        def locate() -> list[int]:
+            ask = {"model": MODEL, "max_tokens": 8, "messages": [{"role": "user", "content": "where"}]}
+            with client.messages.stream(output_format=Point, **ask) as stream:
+                streamed = stream.get_final_message().content[0].parsed_output
+            parsed = client.messages.parse(output_format=Point, **ask).content[0].parsed_output
+            return [streamed.x, parsed.x]
+
+        with pytest.warns(suture.SutureWarning, match="not journaled") as seen:
+            assert locate.run(run_id="o1") == [1, 1]
+        assert sorted(str(w.message).split(" is ")[0] for w in seen) == [
+            "suture.wrap: messages.parse(...)", "suture.wrap: messages.stream(output_format=...)"]
+        assert model.calls == 2 and store.list_entries("o1") == []  # live, as documented
 
 
 def test_outside_a_run_the_wrapped_client_is_the_client(store):
