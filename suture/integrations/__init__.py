@@ -3,6 +3,7 @@
 - :mod:`suture.integrations.pydantic_ai` — ``SutureDurability``, a pydantic-ai capability.
 - :mod:`suture.integrations.openai` — what ``suture.wrap(client)`` does for an ``openai`` client.
 - :mod:`suture.integrations.anthropic` — what ``suture.wrap(client)`` does for an ``anthropic`` client.
+- :mod:`suture.integrations.openai_agents` — ``SutureModelProvider``, durable OpenAI Agents SDK runs.
 """
 
 from __future__ import annotations
