@@ -289,3 +289,46 @@ def test_a_model_given_as_an_object_is_journaled_through_suture_model(env, store
     for run_id in ("oa-obj-1", "oa-obj-2"):
         assert Counter(e.name for e in store.list_entries(run_id)) == Counter(
             {"openai-agents:get_response": 4, "openai-agents:tool:lookup": 3})
+
+
+class Finding(__import__("pydantic").BaseModel):
+    title: str
+    score: float
+
+
+@__import__("dataclasses").dataclass
+class Point:
+    x: int
+
+
+def test_tool_outputs_are_journaled_as_json_and_rebuilt_as_the_sdk_would_send_them():
+    import json
+
+    from agents import ToolOutputImage, ToolOutputText, function_tool
+
+    from suture.integrations.openai_agents_tools import _decode, _encode
+
+    plain = oa_agents.lookup
+    cases = [
+        ("text", "text"),
+        ({"type": "text", "text": "a structured dict"}, {"type": "text", "text": "a structured dict"}),
+        ([1, {"a": None}], [1, {"a": None}]),
+        (ToolOutputText(text="t"), ToolOutputText(text="t")),
+        ([ToolOutputText(text="a"), ToolOutputImage(image_url="https://x/y.png")],
+         [ToolOutputText(text="a"), ToolOutputImage(image_url="https://x/y.png")]),
+        (Finding(title="f", score=0.5), Finding(title="f", score=0.5)),
+        ((1, 2), "(1, 2)"),  # no JSON form that str()s the same: the text the model is sent
+        ({1: "a"}, "{1: 'a'}"),
+        (Point(1), "Point(x=1)"),
+    ]
+    for value, expected in cases:
+        data = _encode(value, plain)
+        assert json.loads(json.dumps(data)) == data, value  # what is journaled is JSON
+        rebuilt = _decode(data)
+        assert rebuilt == expected and type(rebuilt) is type(expected), (value, rebuilt)
+
+    @function_tool(output_type=Point)
+    def point(q: str) -> Point:
+        return Point(1)
+
+    assert _decode(_encode(Point(1), point)) == {"x": 1}  # a typed tool's output: its JSON, which the SDK validates
