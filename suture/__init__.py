@@ -7,6 +7,7 @@ The public API (names are a contract):
 - :func:`state` — pydantic memory that outlives a run;
 - :func:`current`, :func:`map`, :func:`now`, :func:`uuid`, :func:`random`, :func:`ask`;
 - :class:`branch` — name a branch of concurrent code (``with suture.branch(item_id): ...``);
+- :func:`record_usage` — the model usage (tokens) of a step, priced and shown as paid or saved;
 - :class:`Failure`, :class:`StepFailed` and the other errors; :data:`hookimpl` for plugins.
 
 ``import suture`` never imports an orchestrator SDK or e2b: adapters import them when used.
@@ -40,6 +41,7 @@ from .errors import (
 from .manager import hookimpl, register, unregister
 from .state import state
 from .step import step
+from .usage import record_usage
 from .values import current, history, map, now, random, uuid
 
 __version__ = "0.1.0"
@@ -77,5 +79,5 @@ __all__ = [
     "LeaseError", "NoRunContextError", "Preempted", "RecoveryPolicy", "Resources", "SchemaVersionError",
     "SerializationError", "StateConflictError", "StepFailed", "StoreCorruptedError", "StoreError", "StoreLockedError",
     "Suspended", "SutureError", "SutureWarning", "agent", "ask", "branch", "current", "history", "hookimpl", "map", "now",
-    "random", "register", "state", "step", "unregister", "uuid", "wrap",
+    "random", "record_usage", "register", "state", "step", "unregister", "uuid", "wrap",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from . import usage
 from .fingerprint import digest
 from .manager import gate
 
@@ -47,7 +48,7 @@ def lookup(step: Any, frame: "Frame | None", idx: str, fp: str) -> tuple[bool, A
     hit = store.cache_get(ck)
     if hit is None:
         return False, None, ck
-    data, sname, duration = hit
+    data, sname, duration, used = hit
     value = step.decode(data, sname)
     if frame is None:
         store.cache_hit(ck, duration)
@@ -55,9 +56,12 @@ def lookup(step: Any, frame: "Frame | None", idx: str, fp: str) -> tuple[bool, A
     run = frame.run
     run.stats.cached += 1
     run.stats.saved_seconds += duration
+    if used:  # the model usage the cached call recorded (its nested calls' too): saved by the cache
+        with run.lock:
+            usage.saved(run, frame, "cached", usage.decode(used))
     run.record(
         (frame.path, step.name, idx, 0, fp, step.kind, "cache", data, sname, time.time(), duration, run.attempt),
-        cache_hit=(ck, duration),
+        cache_hit=(ck, duration), used=used,
     )
     g = gate()
     if g.step_end:
@@ -65,15 +69,17 @@ def lookup(step: Any, frame: "Frame | None", idx: str, fp: str) -> tuple[bool, A
     return True, value, ck
 
 
-def entry_for(step: Any, ck: str | None, value: Any, data: Any, started: float, duration: float) -> tuple | None:
-    """The cache insert for a live call's result, or ``None`` (not cached, or refused by a plugin)."""
+def entry_for(step: Any, ck: str | None, value: Any, data: Any, started: float, duration: float,
+              used: str | None = None) -> tuple | None:
+    """The cache insert for a live call's result (``used``: its model usage, encoded), or ``None``
+    (not cached, or refused by a plugin)."""
     if ck is None:
         return None
     g = gate()
     if g.cacheable and g.hook.suture_cacheable(step=step.info, value=value) is False:
         return None
     expires = (started + step.ttl) if step.ttl is not None else None
-    return (ck, step.name, step.version, data, step.serializer.name, started, expires, duration)
+    return (ck, step.name, step.version, data, step.serializer.name, started, expires, duration, used)
 
 
 def put_outside_run(entry: tuple) -> None:

@@ -45,9 +45,11 @@ class AttemptStats:
     failed: int = 0
     diverged: int = 0
     saved_seconds: float = 0.0
+    #: model usage per model: ``{model: {"paid" | "replayed" | "cached": [input, output]}}`` (suture.usage)
+    usage: dict[str, dict[str, list[int]]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "live": self.live,
             "replayed": self.replayed,
             "cached": self.cached,
@@ -55,6 +57,9 @@ class AttemptStats:
             "diverged": self.diverged,
             "saved_seconds": round(self.saved_seconds, 6),
         }
+        if self.usage:
+            out["usage"] = {m: {k: list(v) for k, v in kinds.items()} for m, kinds in self.usage.items()}
+        return out
 
 
 @dataclass(slots=True)

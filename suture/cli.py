@@ -102,16 +102,25 @@ def runs(ctx: click.Context, limit: int, status: str | None, waiting: bool, as_j
         if qs:
             say(console, "answer with: ", command("answer", qs[0].run_id, "--json"), " '...'")
         return
+    from .report import run_tokens
+    from .usage import short
+
     rows = store.list_runs(limit=limit, status=status)
+    tokens = {r.run_id: run_tokens(store, r.run_id) for r in rows}
     if as_json:
-        _emit_json([r.model_dump() for r in rows])
+        _emit_json([dict(r.model_dump(), tokens=tokens[r.run_id]) for r in rows])
         return
     table = Table(title=f"suture runs ({store.url})")
-    for col in ("run", "agent", "status", "attempts", "steps", "updated"):
+    priced = any(t["paid"]["input"] + t["paid"]["output"] + t["saved"]["input"] + t["saved"]["output"]
+                 for t in tokens.values())  # token columns only when some run recorded model usage
+    for col in ("run", "agent", "status", "attempts", "steps", *(("tokens paid", "saved") if priced else ()),
+                "updated"):
         table.add_column(col, overflow="fold")
     for r in rows:
+        t = tokens[r.run_id]
+        used = (cell(short(t["paid"])), cell(short(t["saved"]))) if priced else ()
         table.add_row(cell(r.run_id), cell(r.agent), cell(r.status, STATUS_STYLES.get(r.status, "")),
-                      cell(r.attempts), cell(r.steps), cell(_when(r.updated_at)))
+                      cell(r.attempts), cell(r.steps), *used, cell(_when(r.updated_at)))
     console.print(table)
 
 
@@ -142,10 +151,18 @@ def show(ctx: click.Context, run_id: str, as_json: bool, limit: int) -> None:
         say(console, (rec.error, "red"))
     say(console, f"calls: {report.live} live, {report.cached} from cache, {report.replayed} replayed "
                  f"→ {report.replayed + report.cached} saved ({report.saved_seconds:.2f}s of work)")
-    at = Table(title="attempts")
-    for col in ("#", "status", "resources", "live", "replayed", "cached", "failure", "decision"):
-        at.add_column(col, overflow="fold")
     from .failures import Resources
+    from .usage import describe, summary
+
+    if report.usage:
+        t = report.tokens
+        say(console, f"tokens: paid {describe(t['paid'])}; saved {describe(t['saved'])} "
+                     f"(replay {describe(t['replayed'])}, cache {describe(t['cached'])})")
+        if t["unpriced"]:
+            say(console, f"no price known for {', '.join(t['unpriced'])}: set SUTURE_PRICES (see suture.prices)")
+    at = Table(title="attempts")
+    for col in ("#", "status", "resources", "live", "replayed", "cached", "tokens paid", "failure", "decision"):
+        at.add_column(col, overflow="fold")
 
     for a in report.attempts:
         f = a.failure or {}
@@ -154,6 +171,7 @@ def show(ctx: click.Context, run_id: str, as_json: bool, limit: int) -> None:
         at.add_row(*map(cell, (
             a.attempt, a.status, Resources(**a.resources).describe() if a.resources else "no limits",
             s.get("live", ""), s.get("replayed", ""), s.get("cached", ""),
+            describe(summary(s.get("usage") or {})["paid"]),
             f"{f.get('layer')}/{f.get('kind')}: {f.get('message', '')}" if f else "",
             f"{act.get('kind', '')} {act.get('reason', '')}".strip(),
         )))
@@ -161,14 +179,16 @@ def show(ctx: click.Context, run_id: str, as_json: bool, limit: int) -> None:
     # which attempt replayed an entry: every attempt after the one that ran it
     last_attempt = rec.attempts
     jt = Table(title=f"journal ({len(entries)} entries)")
-    for col in ("seq", "step", "path", "#", "how", "attempt", "duration", "status"):
+    for col in ("seq", "step", "path", "#", "how", "attempt", "duration", "tokens", "status"):
         jt.add_column(col, overflow="fold")
     shown = entries if limit == 0 else entries[:limit]
     for e in shown:
         how = {"live": "live", "cache": "cached", "human": "answered"}.get(e.source, e.source)
         later = f" → replayed in {e.attempt + 1}..{last_attempt}" if e.attempt < last_attempt else ""
         status = "failed, handled by the agent" if e.source == "failed" else "ok"
-        jt.add_row(*map(cell, (e.seq, e.name, e.path, e.idx, how + later, e.attempt, _dur(e.duration), status)))
+        used = ", ".join(f"{i:,}/{o:,}" for i, o in e.usage.values()) if e.usage else ""
+        jt.add_row(*map(cell, (e.seq, e.name, e.path, e.idx, how + later, e.attempt, _dur(e.duration), used,
+                               status)))
     console.print(jt)
     if len(entries) > len(shown):
         say(console, f"... {len(entries) - len(shown)} more (use --limit 0)")

@@ -31,7 +31,8 @@ class Frame:
     ``task`` is the asyncio task the frame's code runs in (``None`` for code outside a loop).
     """
 
-    __slots__ = ("run", "path", "counters", "thread", "step", "index", "origin", "task", "named")
+    __slots__ = ("run", "path", "counters", "thread", "step", "index", "origin", "task", "named", "up", "usage",
+                 "nested")
 
     def __init__(self, run: "Run", path: str, thread: int, step: Any = None, index: str = "") -> None:
         self.run = run
@@ -43,6 +44,11 @@ class Frame:
         self.origin: Frame | None = None
         self.task: Any = None
         self.named: set[str] | None = None
+        #: the frame a branch frame was made in (``None`` for a step's body and a run's root)
+        self.up: Frame | None = None
+        #: a step body's own model usage, and its nested calls' (see :mod:`suture.usage`)
+        self.usage: dict[str, list[int]] | None = None
+        self.nested: dict[str, list[int]] | None = None
 
     def take_index(self, name: str) -> str:
         """The next call index of ``name`` in this frame (program order)."""
@@ -61,7 +67,9 @@ class Frame:
     def branch(self, component: str) -> "Frame":
         """A frame for a branch of this frame (an asyncio task, or ``suture.branch(key)``)."""
         path = f"{self.path}/{component}" if self.path else component
-        return Frame(self.run, path, self.thread)
+        frame = Frame(self.run, path, self.thread)
+        frame.up = self
+        return frame
 
 
 #: the frame of the code running now; ``None`` outside any run

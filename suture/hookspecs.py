@@ -312,6 +312,17 @@ def suture_publish_report(run: RunInfo, report: Report) -> None:
     ready; adapters publish it (Prefect artifact, Flyte Deck, ``flyte.report``)."""
 
 
+@hookspec
+def suture_model_prices() -> dict[str, tuple[float, float]] | None:
+    """Prices of models, in US dollars per million tokens: ``{model: (input, output)}``.
+
+    Merged over suture's built-in table (:mod:`suture.prices`) and ``SUTURE_PRICES``; a plugin's
+    entry overrides both. A model name matches a key exactly, else the longest key it starts with
+    (``gpt-4o-2024-08-06`` is priced as ``gpt-4o``); ``provider:model`` keys match usage recorded
+    with that provider. Called when costs are shown, not on the hot path.
+    """
+
+
 # --------------------------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 from typing import Any, Callable
 
@@ -100,4 +101,26 @@ def is_local(fn: Callable[..., Any]) -> bool:
     return "<locals>" in fn.__qualname__
 
 
-__all__ = ["default_name", "dotted_path", "is_local", "is_synthetic", "module_of", "qualname_of"]
+_DOTTED = re.compile(r"^[A-Za-z_][\w.]*$")
+
+
+def _strip_module(name: str) -> str:
+    module, sep, qualname = name.rpartition(":")
+    return qualname if sep and _DOTTED.match(module) else name
+
+
+def legacy_key(path: str, name: str, idx: str) -> tuple[str, str, str] | None:
+    """The key suture 0.1 gave a call: step names without their module, no task branches.
+
+    ``None`` when the call is inside an asyncio task's branch: 0.1 had no such key.
+    """
+    parts = []
+    for component in path.split("/") if path else ():
+        if component.startswith("~"):
+            return None
+        n, sep, i = component.partition("#")
+        parts.append(_strip_module(n) + sep + i)
+    return "/".join(parts), _strip_module(name), idx
+
+
+__all__ = ["default_name", "dotted_path", "is_local", "is_synthetic", "legacy_key", "module_of", "qualname_of"]

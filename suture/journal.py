@@ -10,13 +10,13 @@ journaled with the attempt's next record in that frame or an enclosing one (:met
 and replayed by raising it again; one that escapes the agent is never replayed (:meth:`Run.escaped`).
 
 A journal row, as the store receives it: ``(path, name, idx, seq, fingerprint, kind, source,
-output, serializer, started_at, duration, attempt)``; what :meth:`Store.load_journal` returns per
-key ``(path, name, idx)``: ``(seq, fingerprint, output, serializer, kind, source, duration)``.
+output, serializer, started_at, duration, attempt, usage)``; what :meth:`Store.load_journal` returns
+per key ``(path, name, idx)``: ``(seq, fingerprint, output, serializer, kind, source, duration,
+usage)`` — ``usage`` the call's model usage, encoded (:mod:`suture.usage`), or ``None``.
 """
 
 from __future__ import annotations
 
-import re
 import sys
 import threading
 import time
@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 from .calls import AttemptStats, CallInfo, RunInfo
 from .errors import DivergenceError, StepFailed, StopAttempt, command
-from .identity import qualname_of
+from .identity import legacy_key, qualname_of
 from .manager import gate
 from .state import RunState
+from . import usage
 
 if TYPE_CHECKING:  # pragma: no cover
     from .context import Frame
@@ -76,6 +77,8 @@ class Run:
                       else RunState())
         self.seq = max(max((r[0] for r in self.journal.values()), default=-1), self.state.last_seq()) + 1
         self.recorded = bool(self.journal)
+        #: per journal key, the model usage replaying it saves (``None``: the journal recorded none)
+        self.used = usage.with_nested(self.journal) or None if self.recorded else None
         #: entries of earlier attempts this attempt replayed: a divergence never drops them
         self.replayed_keys: set[tuple[str, str, str]] = set()
         #: the run was recorded under call-key rule 1 (suture 0.1): look entries up by their old keys too
@@ -136,6 +139,9 @@ class Run:
             if self.state.steps:
                 with self.lock:
                     self.state.restore(rec[0], self.run_id)
+            if self.used is not None:  # the model usage it and its nested calls recorded: saved
+                with self.lock:
+                    usage.saved(self, frame, "replayed", self.used.get((frame.path, step.name, idx)))
             self.count_replay(frame, step.name, idx, rec[6] or 0.0)
             return True, value
         call = self.call_info(frame, step.name, idx)
@@ -250,9 +256,11 @@ class Run:
 
     # -- writing ---------------------------------------------------------------------------------
     def commit(self, step: Any, frame: "Frame", idx: str, fp: str, data: Any, started: float, duration: float,
-               cache_put: tuple | None, since: int | None = None, opened: dict | None = None) -> None:
+               cache_put: tuple | None, since: int | None = None, opened: dict | None = None,
+               used: str | None = None) -> None:
         """Record a live call that returned (its output already encoded as ``data``); ``since``: the
-        state clock when its body began (see :meth:`suture.state.RunState.changed`)."""
+        state clock when its body began (see :meth:`suture.state.RunState.changed`); ``used``: the
+        model usage its body recorded, encoded (:mod:`suture.usage`)."""
         self.stats.live += 1
         g = gate()
         if g.step_committing:
@@ -260,7 +268,7 @@ class Run:
         self.record(
             (frame.path, step.name, idx, 0, fp, step.kind, "live", data, step.serializer.name, started,
              duration, self.attempt),
-            cache_put=cache_put, since=since, opened=opened,
+            cache_put=cache_put, since=since, opened=opened, used=used,
         )
         if self.stop_requested:
             self.flush()
@@ -271,7 +279,7 @@ class Run:
 
     def record(self, row: tuple, cache_put: tuple | None = None, cache_hit: tuple | None = None,
                at: str | None = None, base: tuple | None = None, since: int | None = None,
-               opened: dict | None = None) -> None:
+               opened: dict | None = None, used: str | None = None) -> None:
         """Commit one completed call (sync), queue it (batch) or keep it in memory (off).
 
         With it go, in the same transaction: the snapshots of state changed since the last record,
@@ -284,7 +292,7 @@ class Run:
 
                 raise LeaseError(self.lost, run_id=self.run_id)
             seq = self.seq
-            row = (row[0], row[1], row[2], seq, *row[4:])
+            row = (row[0], row[1], row[2], seq, *row[4:12], used)
             self.seq += 1
             rows = [row]
             if self.handled:
@@ -322,7 +330,7 @@ class Run:
     def _keep(self, rows: list[tuple]) -> None:
         """Durability ``off``: journal rows live in memory only, in the shape the store loads them."""
         for r in rows:
-            self.journal[(r[0], r[1], r[2])] = (r[3], r[4], r[7], r[8], r[5], r[6], r[10])
+            self.journal[(r[0], r[1], r[2])] = (r[3], r[4], r[7], r[8], r[5], r[6], r[10], r[12])
 
     def next_seq(self) -> int:
         """A sequence number for something recorded without a journal row (a state publish)."""
@@ -339,7 +347,7 @@ class Run:
             self.seq += 1
             self.handled.append((frame.path, step.name, idx, seq, fp, step.kind, "failed",
                                  error.failure.model_dump_json(), "failure", started, time.time() - started,
-                                 self.attempt))
+                                 self.attempt, None))
         error._suture_entry = (self, (frame.path, step.name, idx))  # type: ignore[attr-defined]
 
     def _take_handled(self, at: str) -> list[tuple]:
@@ -469,26 +477,5 @@ class Run:
             self.store.add_event(self.run_id, self.attempt, kind, data)
 
 
-_DOTTED = re.compile(r"^[A-Za-z_][\w.]*$")
 
-
-def _strip_module(name: str) -> str:
-    module, sep, qualname = name.rpartition(":")
-    return qualname if sep and _DOTTED.match(module) else name
-
-
-def legacy_key(path: str, name: str, idx: str) -> tuple[str, str, str] | None:
-    """The key suture 0.1 gave a call: step names without their module, no task branches.
-
-    ``None`` when the call is inside an asyncio task's branch: 0.1 had no such key.
-    """
-    parts = []
-    for component in path.split("/") if path else ():
-        if component.startswith("~"):
-            return None
-        n, sep, i = component.partition("#")
-        parts.append(_strip_module(n) + sep + i)
-    return "/".join(parts), _strip_module(name), idx
-
-
-__all__ = ["BATCH_MAX_SECONDS", "BATCH_MAX_STEPS", "DURABILITY", "Run", "legacy_key"]
+__all__ = ["BATCH_MAX_SECONDS", "BATCH_MAX_STEPS", "DURABILITY", "Run", "legacy_key"]  # legacy_key: suture.identity

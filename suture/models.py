@@ -72,6 +72,9 @@ class EntryRow(BaseModel):
     started_at: float
     duration: float
     size: int
+    #: the model usage the call recorded itself, ``{model: [input, output]}`` (a cache hit: the cached
+    #: call's, nested steps included); ``None`` if none
+    usage: dict[str, list[int]] | None = None
 
 
 class CacheRow(BaseModel):
@@ -115,9 +118,15 @@ class Report(BaseModel):
     cached: int
     saved_seconds: float
     failures: list[dict[str, Any]] = Field(default_factory=list)
+    #: model usage per model and kind: ``{model: {"paid" | "replayed" | "cached": [input, output]}}``
+    usage: dict[str, dict[str, list[int]]] = Field(default_factory=dict)
+    #: tokens and cost (USD) paid and saved, over all attempts (see :func:`suture.usage.summary`)
+    tokens: dict[str, Any] = Field(default_factory=dict)
 
     def to_markdown(self) -> str:
         """The report as markdown (Prefect artifacts, Flyte decks, terminals)."""
+        from .usage import describe, summary
+
         lines = [
             f"# suture run `{self.run_id}` ({self.agent}): {self.status}",
             "",
@@ -125,9 +134,18 @@ class Report(BaseModel):
             f"- calls replayed: {self.replayed}, served from cache: {self.cached}, "
             f"run live: {self.live}",
             f"- calls saved: {self.replayed + self.cached} ({self.saved_seconds:.2f}s of work)",
+        ]
+        if self.usage:
+            t = self.tokens
+            lines += [f"- tokens paid: {describe(t['paid'])}",
+                      f"- tokens saved: {describe(t['saved'])} — by replay {describe(t['replayed'])}, "
+                      f"by cache {describe(t['cached'])}"]
+            if t.get("unpriced"):
+                lines.append(f"- no price known for: {', '.join(t['unpriced'])} (see suture.prices)")
+        lines += [
             "",
-            "| attempt | status | resources | live | replayed | cached | failure | decision |",
-            "|---|---|---|---|---|---|---|---|",
+            "| attempt | status | resources | live | replayed | cached | tokens paid | failure | decision |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for a in self.attempts:
             res = Resources(**a.resources).describe() if a.resources else "no limits"
@@ -135,8 +153,9 @@ class Report(BaseModel):
             fail = f"{f.get('layer')}/{f.get('kind')}: {str(f.get('message', ''))[:80]}" if f else ""
             act = (a.action or {}).get("kind", "")
             s = a.stats or {}
+            paid = describe(summary(s.get("usage") or {})["paid"])
             lines.append(
                 f"| {a.attempt} | {a.status} | {res} | {s.get('live', 0)} | {s.get('replayed', 0)} "
-                f"| {s.get('cached', 0)} | {fail.replace('|', '/')} | {act} |"
+                f"| {s.get('cached', 0)} | {paid} | {fail.replace('|', '/')} | {act} |"
             )
         return "\n".join(lines) + "\n"

@@ -18,7 +18,7 @@ import typing
 import warnings
 from typing import Any, Callable
 
-from . import cache
+from . import cache, usage
 from . import serialization as ser
 from .calls import StepInfo
 from .context import Frame, frame_var, locate
@@ -279,17 +279,26 @@ class Step:
             g.hook.suture_step_start(run=frame.run.info, call=frame.run.call_info(frame, self.name, idx))
 
     def commit(self, frame: Frame | None, idx: str, fp: str, ck: str | None, value: Any, started: float,
-               duration: float, since: int | None = None, opened: dict | None = None) -> None:
-        """A live call returned ``value``: write it to the journal (and the cache)."""
+               duration: float, since: int | None = None, opened: dict | None = None,
+               child: Frame | None = None) -> None:
+        """A live call returned ``value``: write it to the journal (and the cache); ``child``: the
+        frame its body ran in (what it recorded of model usage goes with it)."""
         if type(value) is not self._exact:  # the value's type is exactly the annotation: nothing to check
             check_value(self, value)
         data = self.encode(value)
-        entry = cache.entry_for(self, ck, value, data, started, duration) if ck is not None else None
+        used = total = None
+        if child is not None and (child.usage or child.nested):  # model usage: see suture.usage
+            used = usage.encode(child.usage) if child.usage else None
+            total = usage.merge(child.usage, child.nested)
+            with frame.run.lock:  # type: ignore[union-attr]
+                usage.nest(frame, total)
+        entry = (cache.entry_for(self, ck, value, data, started, duration, total and usage.encode(total))
+                 if ck is not None else None)
         if frame is None:
             if entry is not None:
                 cache.put_outside_run(entry)
             return
-        frame.run.commit(self, frame, idx, fp, data, started, duration, entry, since, opened)
+        frame.run.commit(self, frame, idx, fp, data, started, duration, entry, since, opened, used)
 
     def call(self, args: tuple, kwargs: dict, key: str | None = None, located: tuple | None = None) -> Any:
         done, found = self.begin(args, kwargs, key, located)
@@ -318,7 +327,7 @@ class Step:
                 continue
             finally:
                 frame_var.reset(token)
-            self.commit(frame, idx, fp, ck, value, started, time.perf_counter() - t0, since, opened)
+            self.commit(frame, idx, fp, ck, value, started, time.perf_counter() - t0, since, opened, child)
             return value
 
     async def acall(self, args: tuple, kwargs: dict, key: str | None = None, located: tuple | None = None) -> Any:
@@ -351,7 +360,7 @@ class Step:
                 continue
             finally:
                 frame_var.reset(token)
-            self.commit(frame, idx, fp, ck, value, started, time.perf_counter() - t0, since, opened)
+            self.commit(frame, idx, fp, ck, value, started, time.perf_counter() - t0, since, opened, child)
             return value
 
     def on_error(self, frame: Frame | None, idx: str, exc: Exception, history: list[Any], fp: str = "",

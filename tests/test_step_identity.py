@@ -189,9 +189,9 @@ def test_step_names_must_not_look_like_branches():
 
 def test_a_script_and_its_import_give_the_same_step_names(tmp_path):
     project = tmp_path / "project"
-    (project / "agents").mkdir(parents=True)
+    (project / "pipelines").mkdir(parents=True)
     (project / "pyproject.toml").write_text("[project]\nname = 'p'\n")
-    (project / "agents" / "research.py").write_text(textwrap.dedent("""
+    (project / "pipelines" / "research.py").write_text(textwrap.dedent("""
         import suture
         @suture.step
         def fetch(x: str) -> str:
@@ -200,11 +200,11 @@ def test_a_script_and_its_import_give_the_same_step_names(tmp_path):
             print(fetch.__suture_step__.name)
     """))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(project), os.environ.get("PYTHONPATH", "")]))
-    as_script = subprocess.run([sys.executable, "agents/research.py"], cwd=project, env=env, capture_output=True,
+    as_script = subprocess.run([sys.executable, "pipelines/research.py"], cwd=project, env=env, capture_output=True,
                                text=True, check=True)
-    as_import = subprocess.run([sys.executable, "-c", "import agents.research as r; print(r.fetch.__suture_step__.name)"],
+    as_import = subprocess.run([sys.executable, "-c", "import pipelines.research as r; print(r.fetch.__suture_step__.name)"],
                                cwd=project, env=env, capture_output=True, text=True, check=True)
-    assert as_script.stdout.strip() == as_import.stdout.strip() == "agents.research:fetch"
+    assert as_script.stdout.strip() == as_import.stdout.strip() == "pipelines.research:fetch"
 
 
 def test_a_step_recorded_under_another_module_stops_the_resume_and_names_both(store):

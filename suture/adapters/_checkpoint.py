@@ -44,10 +44,10 @@ def export_checkpoint(store: Any, run_id: str) -> bytes:
     """The run's journal and attempts as one JSON document (what a checkpoint carries)."""
     rows = []
     for (path, name, idx), rec in store.load_journal(run_id).items():
-        seq, fp, output, serializer, kind, source, duration = rec
+        seq, fp, output, serializer, kind, source, duration, used = rec
         binary = isinstance(output, bytes)
         rows.append([path, name, idx, seq, fp, kind, source,
-                     base64.b64encode(output).decode() if binary else output, binary, serializer, duration])
+                     base64.b64encode(output).decode() if binary else output, binary, serializer, duration, used])
     attempts = [
         {"status": a.status, "resources": a.resources, "stats": a.stats, "failure": a.failure, "action": a.action}
         for a in store.list_attempts(run_id) if a.status != "running"
@@ -83,11 +83,12 @@ def import_checkpoint(store: Any, run_id: str, token: int, doc: dict[str, Any] |
     have = store.load_journal(run_id)
     now = time.time()
     rows = []
-    for path, name, idx, seq, fp, kind, source, output, binary, serializer, duration in doc.get("entries", []):
+    for path, name, idx, seq, fp, kind, source, output, binary, serializer, duration, *used in doc.get("entries", []):
         if (path, name, idx) in have:
             continue
         value = base64.b64decode(output) if binary else output
-        rows.append((path, name, idx, seq, fp, kind, source, value, serializer, now, duration, 0))
+        rows.append((path, name, idx, seq, fp, kind, source, value, serializer, now, duration, 0,
+                     used[0] if used else None))  # usage: not in checkpoints written before it was kept
     seqs = {r[3] for r in rows}  # the run's state snapshots travel with the entries they belong to
     known = {(snap[0], snap[1]) for snap in store.load_snapshots(run_id)} if doc.get("snapshots") else set()
     snaps = [tuple(snap) for snap in doc.get("snapshots", [])

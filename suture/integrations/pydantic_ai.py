@@ -63,11 +63,24 @@ def _step(name: str) -> Any:
         async def operation(key: str) -> Any:
             body = _BODY.get()
             assert body is not None, "a pydantic-ai operation step called outside its backend"
-            return await body()
+            result = await body()
+            _record_usage(result)
+            return result
 
         operation.__qualname__ = operation.__name__ = "pydantic_ai_operation"
         found = _STEPS[name] = suture.step(name=f"pydantic-ai:{name}")(operation)
     return found
+
+
+def _record_usage(result: object) -> None:
+    """A model request's response (reduced to JSON by the codec) carries its usage: record it on the
+    step (:func:`suture.record_usage`)."""
+    if isinstance(result, dict) and result.get("kind") == "response" and isinstance(result.get("usage"), dict):
+        used = result["usage"]
+        i, o = int(used.get("input_tokens") or 0), int(used.get("output_tokens") or 0)
+        if i or o:
+            suture.record_usage(model=str(result.get("model_name") or "unknown"), input_tokens=i, output_tokens=o,
+                                provider=result.get("provider_name") or None)
 
 
 def _tool_call_id(cache_key: tuple[object, ...]) -> str | None:

@@ -26,23 +26,23 @@ if TYPE_CHECKING:  # pragma: no cover
 #: Bump with a migration whenever the schema changes; a store newer than this is refused.
 #: v3: runs record the rule their call keys were made under (``call_keys``);
 #: v4: a run's private state (``suture_snapshots``: per-step snapshots, versions read and published)
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 #: The rule of call keys new runs are journaled under. 1: bare qualnames, arguments as given, one
 #: counter per frame (suture 0.1); 2: ``module:qualname`` names, arguments bound to the signature,
-#: a branch per asyncio task. Runs recorded under rule 1 replay through :func:`suture.journal.legacy_key`.
+#: a branch per asyncio task. Runs recorded under rule 1 replay through :func:`suture.identity.legacy_key`.
 CALL_KEYS = 2
 
 #: A journal row: (path, name, idx, seq, fingerprint, kind, source, output, serializer,
-#: started_at, duration, attempt)
+#: started_at, duration, attempt, usage) — ``usage``: the call's model usage, encoded (suture.usage), or None
 JournalRow = tuple
 #: What :meth:`Store.load_journal` maps a key ``(path, name, idx)`` to:
-#: (seq, fingerprint, output, serializer, kind, source, duration)
+#: (seq, fingerprint, output, serializer, kind, source, duration, usage)
 Recorded = tuple
 #: A state snapshot of a run: (seq, key, value, version, model). ``version`` is None for a step's
 #: snapshot, and the key's published version for the value a run read or published (then ``model``
 #: names the model class, ``module:qualname``)
 Snapshot = tuple
-#: A cache insert: (key, step, version, value, serializer, created_at, expires_at, duration)
+#: A cache insert: (key, step, version, value, serializer, created_at, expires_at, duration, usage)
 CachePut = tuple
 
 
@@ -206,8 +206,9 @@ class Store(abc.ABC):
 
     # ---- global cache ------------------------------------------------------------------------
     @abc.abstractmethod
-    def cache_get(self, key: str) -> tuple[str | bytes, str, float] | None:
-        """(value, serializer, duration of the original call) if present and not expired."""
+    def cache_get(self, key: str) -> tuple[str | bytes, str, float, str | None] | None:
+        """(value, serializer, duration of the original call, its model usage encoded or None) if
+        present and not expired."""
 
     @abc.abstractmethod
     def cache_put(self, put: CachePut) -> None:

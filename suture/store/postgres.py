@@ -81,6 +81,11 @@ MIGRATIONS: dict[int, str] = {
         model TEXT, PRIMARY KEY (run_id, seq, key));
     ALTER TABLE suture_runs ADD COLUMN IF NOT EXISTS lease_ordinal BIGINT;
     """,
+    # the model usage (tokens) a step and a cache entry recorded (suture.usage)
+    5: """
+    ALTER TABLE suture_journal ADD COLUMN IF NOT EXISTS usage TEXT;
+    ALTER TABLE suture_cache ADD COLUMN IF NOT EXISTS usage TEXT;
+    """,
 }
 
 _SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")

@@ -15,6 +15,7 @@ from typing import Any, Iterator
 
 from ..errors import LeaseError, StoreError
 from ..models import EntryRow
+from ..usage import decode as decode_usage
 from ._values import blob as _blob
 from .base import Store
 from .schema import apply_migrations, stored_version
@@ -23,7 +24,7 @@ from .sql_shared import SharedTables
 
 _JOURNAL_COLS = (
     "run_id, path, name, idx, seq, fingerprint, kind, source, output, serializer, "
-    "started_at, duration, attempt, blob"
+    "started_at, duration, attempt, usage, blob"
 )
 #: values larger than this go to the blob table (``SUTURE_BLOB_THRESHOLD``, bytes; default 1 MiB)
 BLOB_THRESHOLD = int(os.environ.get("SUTURE_BLOB_THRESHOLD", str(1024 * 1024)))
@@ -129,17 +130,17 @@ class SqlStore(RunTables, SharedTables, Store):
     def load_journal(self, run_id):
         rows = self._read(
             "SELECT j.path, j.name, j.idx, j.seq, j.fingerprint, COALESCE(j.output, b.data), j.serializer, j.kind, "
-            "j.source, j.duration FROM suture_journal j LEFT JOIN suture_blobs b ON b.digest = j.blob "
+            "j.source, j.duration, j.usage FROM suture_journal j LEFT JOIN suture_blobs b ON b.digest = j.blob "
             "WHERE j.run_id = ?",
             (run_id,),
             doing=f"loading the journal of {run_id!r}",
         )
         out = self._bout
-        return {(r[0], r[1], r[2]): (r[3], r[4], out(r[5]), r[6], r[7], r[8], r[9]) for r in rows}
+        return {(r[0], r[1], r[2]): (r[3], r[4], out(r[5]), r[6], r[7], r[8], r[9], r[10]) for r in rows}
 
     _INSERT_ENTRY = (
         f"INSERT INTO suture_journal ({_JOURNAL_COLS}) "
-        "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
+        "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
         "WHERE EXISTS (SELECT 1 FROM suture_runs WHERE run_id = ? AND lease_token = ?)"
     )
 
@@ -148,13 +149,13 @@ class SqlStore(RunTables, SharedTables, Store):
         rows = []
         for e in entries:
             value, ref = self._split(e[7], blobs)
-            rows.append(e[:7] + (value,) + e[8:] + (ref,))
+            rows.append(e[:7] + (value,) + e[8:12] + (e[12] if len(e) > 12 else None, ref))
         entries = rows
         if cache_puts:
             puts = []
             for p in cache_puts:
                 value, ref = self._split(p[3], blobs)
-                puts.append(p[:3] + (value,) + p[4:] + (ref,))
+                puts.append(p[:3] + (value,) + p[4:8] + (p[8] if len(p) > 8 else None, ref))
             cache_puts = puts
         try:
             return self._write(run_id, token, entries, snapshots, cache_puts, cache_hits, blobs)
@@ -264,14 +265,14 @@ class SqlStore(RunTables, SharedTables, Store):
     def list_entries(self, run_id):
         rows = self._read(
             "SELECT j.seq, j.path, j.name, j.idx, j.kind, j.source, j.fingerprint, j.attempt, j.started_at, j.duration, "
-            "COALESCE(LENGTH(j.output), b.size) FROM suture_journal j LEFT JOIN suture_blobs b ON b.digest = j.blob "
-            "WHERE j.run_id = ? ORDER BY j.seq",
+            "COALESCE(LENGTH(j.output), b.size), j.usage FROM suture_journal j "
+            "LEFT JOIN suture_blobs b ON b.digest = j.blob WHERE j.run_id = ? ORDER BY j.seq",
             (run_id,),
         )
         return [
             EntryRow(
                 seq=r[0], path=r[1], name=r[2], idx=r[3], kind=r[4], source=r[5], fingerprint=r[6],
-                attempt=r[7], started_at=r[8], duration=r[9], size=r[10] or 0,
+                attempt=r[7], started_at=r[8], duration=r[9], size=r[10] or 0, usage=decode_usage(r[11]) or None,
             )
             for r in rows
         ]

@@ -23,13 +23,14 @@ class SharedTables:
 
     # ---- global cache ---------------------------------------------------------------------------
     def cache_get(self, key):
-        rows = self._read("SELECT COALESCE(c.value, b.data), c.serializer, c.duration, c.expires_at FROM suture_cache c "
+        rows = self._read("SELECT COALESCE(c.value, b.data), c.serializer, c.duration, c.expires_at, c.usage "
+                          "FROM suture_cache c "
                           "LEFT JOIN suture_blobs b ON b.digest = c.blob WHERE c.key = ?", (key,),
                           doing="reading the cache")
         if not rows or (rows[0][3] is not None and rows[0][3] <= time.time()):
             return None
         row = rows[0]
-        return self._bout(row[0]), row[1], row[2] or 0.0
+        return self._bout(row[0]), row[1], row[2] or 0.0, row[4]
 
     def cache_put(self, put):
         blobs: list[tuple] = []
@@ -37,23 +38,23 @@ class SharedTables:
         with self._tx("writing a cache entry") as conn:
             for blob in blobs:
                 self._blob_put(conn, blob)
-            self._cache_upsert(conn, put[:3] + (value,) + put[4:] + (ref,))
+            self._cache_upsert(conn, put[:3] + (value,) + put[4:8] + (put[8] if len(put) > 8 else None, ref))
 
     def cache_hit(self, key, saved):
         with self._tx("counting a cache hit") as conn:
             self._cache_count_hit(conn, key, saved)
 
     def _cache_upsert(self, conn: Any, put: CachePut) -> None:
-        key, step, version, value, serializer, created, expires, duration, blob = put
+        key, step, version, value, serializer, created, expires, duration, used, blob = put
         conn.execute(
             self._q(
                 "INSERT INTO suture_cache (key, step, version, value, serializer, created_at, "
-                "expires_at, hits, duration, blob) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?) "
+                "expires_at, hits, duration, usage, blob) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value, serializer = excluded.serializer, "
                 "created_at = excluded.created_at, expires_at = excluded.expires_at, "
-                "duration = excluded.duration, blob = excluded.blob"
+                "duration = excluded.duration, usage = excluded.usage, blob = excluded.blob"
             ),
-            (key, step, version, value, serializer, created, expires, duration, blob),
+            (key, step, version, value, serializer, created, expires, duration, used, blob),
         )
         conn.execute(
             self._q(

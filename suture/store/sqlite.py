@@ -76,6 +76,11 @@ MIGRATIONS: dict[int, str] = {
         model TEXT, PRIMARY KEY (run_id, seq, key));
     ALTER TABLE suture_runs ADD COLUMN lease_ordinal INTEGER;
     """,
+    # the model usage (tokens) a step and a cache entry recorded (suture.usage)
+    5: """
+    ALTER TABLE suture_journal ADD COLUMN usage TEXT;
+    ALTER TABLE suture_cache ADD COLUMN usage TEXT;
+    """,
 }
 
 

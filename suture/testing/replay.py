@@ -210,10 +210,11 @@ def assert_replays(
     token, _ = store.acquire_run(scratch, rec.agent, owner, ttl=60, entry=rec.entry,
                                  labels={"suture.testing": "assert_replays", "replay_of": run_id})
     rows = []
-    for key, (seq, fp, output, serializer, kind, source, duration) in sorted(journal.items(), key=lambda kv: kv[1][0]):
+    for key, (seq, fp, output, serializer, kind, source, duration, used) in sorted(journal.items(),
+                                                                                  key=lambda kv: kv[1][0]):
         m = meta.get(key)
         rows.append((key[0], key[1], key[2], seq, fp, kind, source, output, serializer,
-                     m.started_at if m else 0.0, duration, m.attempt if m else 0))
+                     m.started_at if m else 0.0, duration, m.attempt if m else 0, used))
     store.write(scratch, token, rows, [tuple(snap) for snap in store.load_snapshots(run_id)])
     store.release_run(scratch, token, SCRATCH_STATUS)
     copied = {k: v[0] for k, v in journal.items()}

@@ -260,7 +260,7 @@ def test_large_values_live_in_the_blob_table(any_store):
     assert any_store._read("SELECT COUNT(*) FROM suture_blobs")[0][0] == 2
     assert all(e.size > 1024 * 1024 for e in any_store.list_entries("bl"))  # sizes of the stored forms
     step = large_cached.__suture_step__
-    data, sname, _ = any_store.cache_get(step.cache_key(step.fingerprint((), {})))
+    data, sname, _, _ = any_store.cache_get(step.cache_key(step.fingerprint((), {})))
     assert step.decode(data, sname) == b"\x01" * (3 * 1024 * 1024)  # the cache reads through the blob table
 
 
