@@ -194,20 +194,13 @@ def describe(row: dict[str, Any]) -> str:
     return f"{row['input']:,} in / {row['output']:,} out{money}"
 
 
-def usage_of(model: str, usage: Any) -> dict[str, Any] | None:
-    """Read an SDK's usage object or dict (OpenAI: prompt/completion tokens or input/output tokens;
-    Anthropic: input/output tokens) as ``{"model", "input_tokens", "output_tokens"}``."""
-    if usage is None:
-        return None
-    get = usage.get if isinstance(usage, dict) else (lambda k, d=None: getattr(usage, k, d))
-    i = get("input_tokens", None)
-    o = get("output_tokens", None)
-    if i is None and o is None:
-        i, o = get("prompt_tokens", None), get("completion_tokens", None)
-    if i is None and o is None:
-        return None
-    return {"model": model, "input_tokens": int(i or 0), "output_tokens": int(o or 0)}
+def record_found(found: dict[str, Any] | None) -> None:
+    """Record a usage an integration read from a model's response (``{"provider", "model",
+    "input_tokens", "output_tokens"}``, as the integrations' ``usage_of`` return); ``None``: nothing."""
+    if found and (found.get("input_tokens") or found.get("output_tokens")):
+        record_usage(model=str(found.get("model") or "unknown"), input_tokens=int(found.get("input_tokens") or 0),
+                     output_tokens=int(found.get("output_tokens") or 0), provider=found.get("provider") or None)
 
 
 __all__ = ["KINDS", "add", "decode", "describe", "encode", "merge", "nest", "record_usage", "saved", "short",
-           "step_frame", "summary", "totals", "usage_of", "with_nested"]
+           "step_frame", "summary", "totals", "record_found", "with_nested"]

@@ -45,6 +45,7 @@ import warnings
 from typing import Any, Iterable
 
 import suture
+from suture.usage import record_found
 
 __all__ = ["JournaledStream", "AsyncJournaledStream", "usage_of", "wrap"]
 
@@ -76,18 +77,24 @@ class _Client:
 def _complete(events: list[Any]) -> list[dict[str, Any]]:
     if not events or events[-1].type != "message_stop":
         raise ConnectionError(f"the message stream ended before message_stop ({len(events)} events): not journaled")
-    return [e.model_dump(mode="json") for e in events]
+    return _used([e.model_dump(mode="json") for e in events])
+
+
+def _used(data: Any) -> Any:
+    """Record the reply's token usage on the step (suture.record_usage) and return the reply."""
+    record_found(usage_of(data))
+    return data
 
 
 @suture.step(name=_STEP_NAME)
 def _create(client: _Client, request: dict[str, Any]) -> dict[str, Any]:
-    return client.messages().create(**request, **client.options).model_dump(mode="json")
+    return _used(client.messages().create(**request, **client.options).model_dump(mode="json"))
 
 
 @suture.step(name=_STEP_NAME + ":async")
 async def _acreate(client: _Client, request: dict[str, Any]) -> dict[str, Any]:
     reply = await client.messages().create(**request, **client.options)
-    return reply.model_dump(mode="json")
+    return _used(reply.model_dump(mode="json"))
 
 
 def _broken_off(exc: Exception) -> Exception | None:

@@ -35,6 +35,7 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 import suture
+from suture.usage import record_found
 
 __all__ = ["AsyncChunkStream", "ChunkStream", "usage_of", "wrap"]
 
@@ -43,26 +44,32 @@ _STEP_NAME = "openai.chat.completions.create"
 
 @suture.step(name=_STEP_NAME)
 def _create(client: Any, request: dict[str, Any]) -> dict[str, Any]:
-    return client.with_options(max_retries=0).chat.completions.create(**request).model_dump(mode="json")
+    return _used(client.with_options(max_retries=0).chat.completions.create(**request).model_dump(mode="json"))
 
 
 @suture.step(name=_STEP_NAME + ":async")
 async def _acreate(client: Any, request: dict[str, Any]) -> dict[str, Any]:
     reply = await client.with_options(max_retries=0).chat.completions.create(**request)
-    return reply.model_dump(mode="json")
+    return _used(reply.model_dump(mode="json"))
 
 
 @suture.step(name=_STEP_NAME + ":stream")
 def _create_stream(client: Any, request: dict[str, Any]) -> list[dict[str, Any]]:
     with client.with_options(max_retries=0).chat.completions.create(**request) as stream:
-        return [chunk.model_dump(mode="json") for chunk in stream]
+        return _used([chunk.model_dump(mode="json") for chunk in stream])
 
 
 @suture.step(name=_STEP_NAME + ":async:stream")
 async def _acreate_stream(client: Any, request: dict[str, Any]) -> list[dict[str, Any]]:
     stream = await client.with_options(max_retries=0).chat.completions.create(**request)
     async with stream:
-        return [chunk.model_dump(mode="json") async for chunk in stream]
+        return _used([chunk.model_dump(mode="json") async for chunk in stream])
+
+
+def _used(data: Any) -> Any:
+    """Record the reply's token usage on the step (suture.record_usage) and return the reply."""
+    record_found(usage_of(data))
+    return data
 
 
 def _completion(data: dict[str, Any]) -> Any:

@@ -69,6 +69,7 @@ from pydantic import TypeAdapter
 from pydantic_core import to_jsonable_python
 
 import suture
+from suture.usage import record_found
 
 from .openai_agents_tools import _make_durable, durable_tools
 
@@ -97,12 +98,26 @@ async def _run_body() -> Any:
 
 @suture.step(name="openai-agents:get_response")
 async def _get_response(request: dict[str, Any]) -> dict[str, Any]:
-    return _RESPONSE.dump_python(await _run_body(), mode="json", by_alias=True)
+    data = _RESPONSE.dump_python(await _run_body(), mode="json", by_alias=True)
+    _record_usage(request, data.get("usage"))
+    return data
 
 
 @suture.step(name="openai-agents:stream_response")
 async def _stream_response(request: dict[str, Any]) -> list[dict[str, Any]]:
-    return await _run_body()
+    events = await _run_body()
+    done = [e for e in events if isinstance(e, dict) and e.get("type") == "response.completed"]
+    if done:  # the completed response carries the stream's usage
+        response = done[-1].get("response") or {}
+        _record_usage(dict(request, model=response.get("model") or request.get("model")), response.get("usage"))
+    return events
+
+
+def _record_usage(request: dict[str, Any], usage: Any) -> None:
+    """The model call's token usage, recorded on its step (suture.record_usage)."""
+    if isinstance(usage, dict):
+        record_found({"provider": "openai", "model": request.get("model"), "input_tokens": usage.get("input_tokens"),
+                      "output_tokens": usage.get("output_tokens")})
 
 
 def _event_adapter() -> TypeAdapter[Any]:

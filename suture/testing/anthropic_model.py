@@ -82,6 +82,8 @@ class ScriptedAnthropic:
         self.count_file = os.fspath(count_file) if count_file else None
         self.calls = 0
         self.requests = 0
+        #: tokens billed over the messages served: [input, output] (what each reply's usage says)
+        self.tokens_served = [0, 0]
         self._served = 0  # message ids, taken in arrival order
         self.prompts: list[str] = []
         self.bodies: list[dict[str, Any]] = []
@@ -266,6 +268,9 @@ class ScriptedAnthropic:
                     self._error(status, f"scripted {cut[1]}")
                     return
                 model._count(last_user_text(body.get("messages") or []))
+                with model._lock:
+                    model.tokens_served[0] += message["usage"]["input_tokens"]
+                    model.tokens_served[1] += message["usage"]["output_tokens"]
                 if body.get("stream"):
                     self._stream(model._events(message))
                 else:

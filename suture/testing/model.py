@@ -64,6 +64,8 @@ class ScriptedModel:
         self.count_file = os.fspath(count_file) if count_file else None
         self.calls = 0
         self.requests = 0
+        #: tokens billed over the completions served: [input, output] (what each reply's usage says)
+        self.tokens_served = [0, 0]
         self.prompts: list[str] = []
         self.chunk_chars = max(1, int(chunk_chars))
         self._tool_ids = 0
@@ -201,6 +203,9 @@ class ScriptedModel:
                 said = len(content or "") + sum(len(c["function"]["arguments"]) for c in tool_calls)
                 usage = {"prompt_tokens": len(str(messages)) // 4, "completion_tokens": said // 4,
                          "total_tokens": (len(str(messages)) + said) // 4}
+                with model._lock:
+                    model.tokens_served[0] += usage["prompt_tokens"]
+                    model.tokens_served[1] += usage["completion_tokens"]
                 head = {"id": f"chatcmpl-scripted-{number}", "created": int(time.time()),
                         "model": body.get("model", "scripted")}
                 finish = "tool_calls" if tool_calls else "stop"
