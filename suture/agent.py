@@ -188,6 +188,8 @@ class Agent:
         """An in-process attempt failed: settle it, and return the delay before the next one or raise."""
         settled = h.settle(run, exc, budget.history, can_escalate=False)
         if settled.failure is None or settled.action is None:  # suspended, interrupted, lost lease, error
+            if settled.error is not exc:  # suture's signal, wrapped by a library in its own error
+                raise settled.error
             raise exc
         failure, action = settled.failure, settled.action
         budget.charge(failure, action)

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from . import context
 from . import serialization as ser
 from .calls import RunInfo
-from .errors import AttemptAborted, Cancelled, ConfigError, command, GiveUp, LeaseError, Preempted, StepFailed, Suspended, SutureError
+from .errors import (AttemptAborted, Cancelled, ConfigError, DivergenceError, GiveUp, LeaseError, Preempted, StepFailed,
+                     Suspended, SutureError, command)
 from .journal import Run
 from .manager import emit, has_impls
 from .store.base import CALL_KEYS, LIVE_OWNERS, owner_id
@@ -271,6 +272,7 @@ class RunHandle:
         The run is ended here for a suspension, an interruption and suture's own errors; for a
         failure the policy decides (``history``: the earlier failures) and the caller acts on it.
         """
+        exc = signal_in(exc)
         if isinstance(exc, Suspended):
             self.end_attempt(run, "suspended")
             self.finish("suspended", error=exc)
@@ -394,10 +396,30 @@ async def attempt_async(run: Run, fn: Callable[..., Any], args: tuple, kwargs: d
         _flush_quietly(run)
 
 
+#: suture's signals that end an attempt: a library that wraps them in its own error still ends it so
+_SIGNALS = (Suspended, Cancelled, Preempted, LeaseError, DivergenceError)
+
+
+def signal_in(exc: BaseException) -> BaseException:
+    """``exc``, or the suture signal (a suspension, a cancellation, a preemption, a lost lease, a strict
+    divergence) it wraps: a framework that turns every error of a tool into its own (the OpenAI Agents
+    SDK's ``UserError(...) from e``) must not turn ``suture.ask`` into a failure."""
+    cur: BaseException | None = exc
+    seen = 0
+    while cur is not None and seen < 16:
+        if isinstance(cur, _SIGNALS):
+            return cur
+        if isinstance(cur, StepFailed):
+            return exc  # a step failure the code wrapped is its failure, whatever caused the step's
+        cur = cur.__cause__ or (None if cur.__suppress_context__ else cur.__context__)
+        seen += 1
+    return exc
+
+
 def _ended(run: Run, exc: BaseException) -> None:
     """The agent's code raised ``exc``. A suspension publishes the run's state (the run waits for a
     person); anything else forgets the failures it let escape (never replayed)."""
-    if isinstance(exc, Suspended):
+    if isinstance(signal_in(exc), Suspended):
         run.complete()
         return
     try:

@@ -93,3 +93,31 @@ def test_a_changed_question_in_strict_mode_stops_and_says_so(store):
     text["q"] = "deploy to production?"
     with pytest.raises(suture.DivergenceError, match="deploy to production"):
         asker.run(run_id="sq")
+
+
+def test_a_question_a_library_wraps_in_its_own_error_still_suspends_the_run(store):
+    """A framework that turns every error of a tool into its own (``UserError(...) from e``) must not
+    turn a suspension into a failure: the run suspends, and the answer resumes it."""
+
+    class ToolError(Exception):
+        pass
+
+    @suture.step(name="wrapped-tool")
+    def tool() -> str:
+        return "looked up"
+
+    @suture.agent(name="wrapping-framework")
+    def agent() -> str:
+        found = tool()
+        try:
+            ok = suture.ask("send the report?")
+        except Exception as e:  # what such a framework does with any error from a tool
+            raise ToolError(f"tool 'approve' failed: {e}") from e
+        return f"{found}: {ok}"
+
+    with pytest.raises(suture.Suspended):
+        agent.run(run_id="wrapped")
+    assert store.get_run("wrapped").status == "suspended"
+    assert [a.status for a in store.list_attempts("wrapped")] == ["suspended"]
+    store.question_answer("wrapped", "ask#0", "yes")
+    assert agent.run(run_id="wrapped") == "looked up: yes"

@@ -117,7 +117,7 @@ class Attempt:
         # what was recorded for this attempt, for the adapter's error (no need to read it back)
         self.failure, self.action = settled.failure, settled.action
         if settled.failure is None or settled.action is None:  # suspended, cancelled, suture's own error
-            return "error", exc
+            return "error", settled.error  # suture's signal even when a library wrapped it
         failure, action = settled.failure, settled.action
         if action.kind == "escalate":
             self.h.finish(self.escalated(failure, action), error=exc)
