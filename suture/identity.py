@@ -5,8 +5,8 @@ steps. Where the module name is synthetic — a script run as ``__main__``, sutu
 (``__suture_main__``), an orchestrator's flow loader (``__prefect_loader_...__``) — the module part
 is the file's dotted path relative to the project root that contains it (the nearest directory
 with ``pyproject.toml``, ``setup.py``, ``setup.cfg`` or ``.git``), else relative to the
-``sys.path`` entry that contains it; so ``python agents/research.py`` and ``import
-agents.research`` give the same names. A step defined inside a function (a closure made by a
+``sys.path`` entry that contains it; so ``python pipelines/research.py`` and ``import
+pipelines.research`` give the same names. A step defined inside a function (a closure made by a
 factory) shares its qualname with every closure the factory makes: cached ones must be given
 ``name=``.
 """
