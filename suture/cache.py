@@ -65,7 +65,8 @@ def lookup(step: Any, frame: "Frame | None", idx: str, fp: str) -> tuple[bool, A
     )
     g = gate()
     if g.step_end:
-        g.hook.suture_step_end(run=run.info, call=run.call_info(frame, step.name, idx), source="cache", duration=0.0)
+        g.hook.suture_step_end(run=run.info, call=run.call_info(frame, step.name, idx), source="cache", duration=0.0,
+                               usage=usage.decode(used) if used else None)
     return True, value, ck
 
 

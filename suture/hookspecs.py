@@ -273,11 +273,16 @@ def suture_step_committing(run: RunInfo, call: CallInfo) -> None:
 
 
 @hookspec
-def suture_step_end(run: RunInfo, call: CallInfo, source: str, duration: float) -> None:
+def suture_step_end(run: RunInfo, call: CallInfo, source: str, duration: float,
+                    usage: dict[str, list[int]] | None) -> None:
     """A step call finished (*hot path*): ``source`` is ``live``, ``replay`` or ``cache``.
 
     ``call`` is the :class:`suture.models.CallInfo` (step name, path, index, idempotency key).
-    Only called when some plugin implements it.
+    ``usage`` is the model usage of the call, ``{model: [input tokens, output tokens]}`` (keys
+    ``provider:model`` when the provider is known; see :mod:`suture.usage`), or ``None``: for a live
+    call what its own body recorded (paid), for a replay or a cache hit what the recorded call and its
+    nested calls used (saved: nothing was paid now). Only called when some plugin implements it;
+    an implementation may leave out the arguments it does not use.
     """
 
 

@@ -177,7 +177,9 @@ class Run:
         stats.saved_seconds += saved
         g = gate()
         if g.step_end:
-            g.hook.suture_step_end(run=self.info, call=self.call_info(frame, name, idx), source="replay", duration=0.0)
+            used = self.used.get((frame.path, name, idx)) if self.used is not None else None
+            g.hook.suture_step_end(run=self.info, call=self.call_info(frame, name, idx), source="replay", duration=0.0,
+                                   usage=used)
 
     def _moved(self, frame: "Frame", step: Any, idx: str) -> None:
         """Stop when this step's calls were recorded under another module's name (a moved module or
@@ -275,7 +277,7 @@ class Run:
             raise StopAttempt()
         if g.step_end:
             g.hook.suture_step_end(run=self.info, call=self.call_info(frame, step.name, idx), source="live",
-                                   duration=duration)
+                                   duration=duration, usage=usage.decode(used) if used else None)
 
     def record(self, row: tuple, cache_put: tuple | None = None, cache_hit: tuple | None = None,
                at: str | None = None, base: tuple | None = None, since: int | None = None,
