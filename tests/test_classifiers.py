@@ -250,3 +250,28 @@ def test_only_known_program_errors_prove_a_code_bug():
     wrapped = RuntimeError("step failed")
     wrapped.__cause__ = KeyError("revenue")
     assert classify(error=wrapped).retryable is False  # a program error anywhere in the chain is proof
+
+
+@pytest.mark.parametrize("error_type, layer", [("overloaded_error", "network"), ("rate_limit_error", "rate_limit")])
+def test_an_error_event_inside_a_streamed_200_is_transient_not_a_code_bug(store, error_type, layer):
+    """The Messages API sends overload and rate-limit errors as an ``error`` event inside a stream it
+    already answered with HTTP 200; the SDK raises a bare APIStatusError(status_code=200). A step
+    streaming with the raw client is retried by suture's policy, not failed as a code bug."""
+    anthropic = pytest.importorskip("anthropic")
+    from suture.testing import ScriptedAnthropic
+
+    with ScriptedAnthropic(default="fine", faults=[("midstream", error_type)]) as model:
+        client = anthropic.Anthropic(base_url=model.base_url, api_key="scripted", max_retries=0)
+
+        @suture.step(name=f"raw-stream-{error_type}")
+        def ask() -> str:
+            with client.messages.stream(model="m", max_tokens=10, messages=[{"role": "user", "content": "hi"}]) as s:
+                return "".join(s.text_stream)
+
+        @suture.agent(name=f"raw-stream-agent-{error_type}")
+        def agent() -> str:
+            return ask()
+
+        assert agent.run(run_id=f"rs-{error_type}") == "fine"
+    failures = [e["data"] for e in store.list_events(f"rs-{error_type}") if e["kind"] == "failure"]
+    assert [(f["layer"], f["retryable"]) for f in failures] == [(layer, True)]

@@ -52,6 +52,27 @@ def _by_status(status: int, message: str, ev: Evidence) -> Failure:
     return Failure(layer="code", kind=f"http_{status}", message=message, evidence=ev, retryable=False)
 
 
+#: error types a model API sends inside a stream it already answered with HTTP 200
+_STREAM_RATE_LIMIT = {"rate_limit_error", "rate_limit_exceeded"}
+_STREAM_TRANSIENT = {"overloaded_error", "api_error", "timeout_error", "server_error", "service_unavailable"}
+
+
+def _in_stream(exc: BaseException, message: str, ev: Evidence) -> Failure | None:
+    """An SDK's error for an ``error`` event in a stream (the status was 200, so no status says what
+    went wrong; the event's type does): rate limited, or an overloaded / failing server (transient)."""
+    body = getattr(exc, "body", None)
+    error = body.get("error") if isinstance(body, dict) else None
+    kinds = {str(v) for v in ((error or {}).get("type"), (error or {}).get("code"),
+                              (body or {}).get("type"), (body or {}).get("code"))
+             if v} if isinstance(body, dict) else set()
+    if kinds & _STREAM_RATE_LIMIT:
+        return Failure(layer="rate_limit", kind="stream_rate_limit", message=message, evidence=ev, retryable=True)
+    if kinds & _STREAM_TRANSIENT:
+        return Failure(layer="network", kind="stream_" + sorted(kinds & _STREAM_TRANSIENT)[0], message=message,
+                       evidence=ev, retryable=True)
+    return None
+
+
 def classify_exception(error: BaseException, ev: Evidence) -> Failure:
     """Classify an in-process exception (walks the cause chain, outermost first)."""
     outer = f"{type(error).__name__}: {error}"[:1000]
@@ -74,6 +95,10 @@ def classify_exception(error: BaseException, ev: Evidence) -> Failure:
         if names & {"openai.AuthenticationError", "anthropic.AuthenticationError", "openai.PermissionDeniedError",
                     "anthropic.PermissionDeniedError"}:
             return Failure(layer="infrastructure", kind="auth", message=msg, evidence=ev, retryable=False)
+        if names & {"openai.APIError", "anthropic.APIError"} and _status_of(exc) in (None, 200):
+            found = _in_stream(exc, msg, ev)  # an error event inside a streamed (HTTP 200) response
+            if found is not None:
+                return found
         if names & {"openai.APIStatusError", "anthropic.APIStatusError"} and _status_of(exc):
             return _by_status(_status_of(exc) or 0, msg, ev)  # type: ignore[arg-type]
         # httpx / requests
