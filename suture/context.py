@@ -32,7 +32,7 @@ class Frame:
     """
 
     __slots__ = ("run", "path", "counters", "thread", "step", "index", "origin", "task", "named", "up", "usage",
-                 "nested")
+                 "nested", "chain")
 
     def __init__(self, run: "Run", path: str, thread: int, step: Any = None, index: str = "") -> None:
         self.run = run
@@ -49,6 +49,8 @@ class Frame:
         #: a step body's own model usage, and its nested calls' (see :mod:`suture.usage`)
         self.usage: dict[str, list[int]] | None = None
         self.nested: dict[str, list[int]] | None = None
+        #: a task's frame whose creating task had called no step yet when it created it (see suture.branch)
+        self.chain = False
 
     def take_index(self, name: str) -> str:
         """The next call index of ``name`` in this frame (program order)."""

@@ -37,8 +37,11 @@ def _chained(previous: Any) -> Any:
         if frame is not None and frame.thread == threading.get_ident():
             given = kwargs.pop("context", None)
             ctx = given.copy() if given is not None else contextvars.copy_context()
+            # the creating task had called no step yet: a named branch inside may skip its number too
+            chain = frame.origin is not None and all(k.startswith(BRANCH) for k in frame.counters)
             branch = frame.branch(f"{BRANCH}{_branch_name(coro)}#{frame.take_index(BRANCH + _branch_name(coro))}")
             branch.origin = frame
+            branch.chain = chain
             ctx.run(frame_var.set, branch)
             kwargs["context"] = ctx
             task = previous(loop, coro, **kwargs) if previous is not None else asyncio.Task(coro, loop=loop, **kwargs)
@@ -108,9 +111,11 @@ class branch:
                 await fetch(item); await summarise(item)
 
     Inside a task that suture numbered (``~handle#3``) and that has called no step yet (tasks it
-    started do not count), the named branch replaces the number (``~k:<key>`` under the frame that created the task); elsewhere it
-    nests under the current frame. Keys must be unique within that frame. Outside a run it does
-    nothing. Works as ``with`` and ``async with``.
+    started do not count), the named branch replaces the number (``~k:<key>`` under the frame that
+    created the task) — and so on up through every task that had called no step when it created the
+    next (a library running each call in a task it starts in completion order shifts no key);
+    elsewhere it nests under the current frame. Keys must be unique within that frame. Outside a run
+    it does nothing. Works as ``with`` and ``async with``.
     """
 
     def __init__(self, key: str) -> None:
@@ -126,7 +131,11 @@ class branch:
         # a task that has called no step yet (tasks it started itself do not count): the name replaces
         # its number; else the named branch nests under the current frame
         fresh = frame.origin is not None and all(k.startswith(BRANCH) for k in frame.counters)
-        base = frame.origin if fresh else frame
+        base = frame
+        if fresh:  # through every task that had called no step when it created the next one: a
+            while base.chain:  # library starting tasks in completion order shifts no key
+                base = base.origin  # type: ignore[assignment]
+            base = base.origin  # type: ignore[assignment]
         component = f"{BRANCH}k:{self.key}"
         if base.named is None:
             base.named = set()

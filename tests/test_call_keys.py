@@ -240,3 +240,38 @@ def test_a_divergence_in_one_task_keeps_the_completed_steps_of_its_siblings(stor
     assert sorted(live) == ["b", "last"]  # c, completed in its own branch, is not run again
     events = [e["data"] for e in store.list_events("sib") if e["kind"] == "divergence"]
     assert [e["step"] for e in events] == ["b"] and events[0]["dropped"] == 1
+
+
+def test_a_named_branch_inside_nested_tasks_started_in_another_order_keeps_its_key(store):
+    """A library runs each tool call in a task of its own that starts the call in another task, and
+    starts them in another order on the next attempt (completion order under a concurrency limit):
+    the named branch skips every task that had called no step, so no key shifts and no tool runs twice."""
+    import asyncio
+
+    attempts = {"n": 0}
+    ran: list[str] = []
+
+    @suture.step(name="nested-branch-tool")
+    async def tool(key: str) -> str:
+        ran.append(key)
+        return key.upper()
+
+    async def invoke(key: str) -> str:
+        with suture.branch(f"tool-call:{key}"):
+            return await tool(key)
+
+    async def run_single(key: str) -> str:  # the library's task per call
+        return await asyncio.create_task(invoke(key))
+
+    @suture.agent(name="nested-branches")
+    async def agent() -> list[str]:
+        attempts["n"] += 1
+        order = ["a", "b", "c"] if attempts["n"] == 1 else ["c", "a", "b"]
+        out = await asyncio.gather(*(asyncio.create_task(run_single(k)) for k in order))
+        if attempts["n"] == 1:
+            raise ConnectionError("after the tool calls")
+        return sorted(out)
+
+    assert asyncio.run(agent.run(run_id="nb")) == ["A", "B", "C"]
+    assert sorted(ran) == ["a", "b", "c"]  # each tool call ran once: the retry replayed all three
+    assert sorted(e.path for e in store.list_entries("nb")) == [f"~k:tool-call:{k}" for k in "abc"]
