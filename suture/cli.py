@@ -197,6 +197,35 @@ def show(ctx: click.Context, run_id: str, as_json: bool, limit: int) -> None:
         say(console, (f"attempt {ev['attempt']}: {ev['kind']}", "yellow"), " ", json.dumps(ev["data"])[:300])
 
 
+@cli.command()
+@click.argument("run_id")
+@click.option("--html", "html_path", default=None, metavar="PATH",
+              help="Write the report as one self-contained HTML page to PATH ('-': standard output).")
+@click.pass_context
+def report(ctx: click.Context, run_id: str, html_path: str | None) -> None:
+    """A run's report: markdown on standard output, or with --html a page with its timeline."""
+    store = _store(ctx)
+    if store.get_run(run_id) is None:
+        raise click.ClickException(f"no run {run_id!r} in {store.url} (see `suture runs`)")
+    if html_path is None:
+        from .report import build_report
+
+        click.echo(build_report(store, run_id).to_markdown(), nl=False)
+        return
+    from .report_html import render_html
+
+    page = render_html(store, run_id)
+    if html_path == "-":
+        click.echo(page, nl=False)
+        return
+    try:
+        with open(html_path, "w", encoding="utf-8") as fh:
+            fh.write(page)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write the report to {html_path!r}: {exc.strerror or exc}") from None
+    say(console, f"wrote the report of run {run_id} to {html_path}")
+
+
 @cli.group()
 def cache() -> None:
     """The global cache shared across runs and machines."""

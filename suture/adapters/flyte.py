@@ -74,10 +74,9 @@ def _report_html(attempt: Attempt, ctx: Any) -> str | None:
     """The suture report as HTML, when the task was declared with ``report=True``."""
     if not getattr(ctx, "report", None):
         return None
-    from ..report import build_report
+    from ..report_html import render_html
 
-    md = build_report(attempt.h.store, attempt.h.run_id).to_markdown()
-    return "<h3>suture</h3><pre>" + md.replace("&", "&amp;").replace("<", "&lt;") + "</pre>"
+    return render_html(attempt.h.store, attempt.h.run_id, fragment=True)
 
 
 class _FlyteAttempt(Attempt):

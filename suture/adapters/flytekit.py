@@ -298,10 +298,9 @@ class _FlytekitAttempt(Attempt):
         try:
             from flytekit import Deck
 
-            from ..report import build_report
+            from ..report_html import render_html
 
-            md = build_report(self.h.store, self.h.run_id).to_markdown()
-            Deck("suture", "<pre>" + md.replace("&", "&amp;").replace("<", "&lt;") + "</pre>")
+            Deck("suture", render_html(self.h.store, self.h.run_id, fragment=True))
         except Exception:  # noqa: BLE001 - a report must never fail the task
             pass
 
