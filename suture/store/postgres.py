@@ -115,6 +115,7 @@ class PostgresStore(SqlStore):
 
     paramstyle = "format"
     begin_write = "BEGIN"
+    row_lock = " FOR UPDATE"
     blob_in = staticmethod(_blob_in)
     blob_out = staticmethod(_blob_out)
 

@@ -21,8 +21,16 @@ from ._values import run_record as _run_record
 from .base import CALL_KEYS, holder_is_dead
 
 
+class _Raced(Exception):
+    """Two acquirers of a new run: the other's row landed first (the transaction rolls back)."""
+
+
 class RunTables:
     """Runs, leases, attempts and events of a :class:`~suture.store.sql.SqlStore`."""
+
+    #: appended to the lease read: PostgreSQL locks the run's row (``FOR UPDATE``) so racing acquirers
+    #: take turns; SQLite's ``BEGIN IMMEDIATE`` already serializes writers
+    row_lock = ""
 
     # ---- runs and leases ----------------------------------------------------------------------
     def _store_now(self, conn: Any) -> float:
@@ -35,6 +43,8 @@ class RunTables:
         while True:
             try:
                 return self._acquire_once(run_id, agent, owner, ttl, entry, labels, ordinal)
+            except _Raced:  # another process created the run between our read and our insert: read it again
+                continue
             except LeaseError:
                 if time.monotonic() >= deadline:
                     raise
@@ -47,17 +57,19 @@ class RunTables:
             rows = list(self._exec(
                 "SELECT run_id, agent, status, created_at, updated_at, attempts, entry, error, "
                 "lease_owner, labels, call_keys, lease_expires, lease_token, lease_ordinal FROM suture_runs "
-                "WHERE run_id = ?",
+                "WHERE run_id = ?" + self.row_lock,  # PostgreSQL: a racing acquirer waits here, then reads ours
                 (run_id,),
             ).fetchall())
             if not rows:
-                self._exec(
+                inserted = self._exec(
                     "INSERT INTO suture_runs (run_id, agent, status, created_at, updated_at, attempts, "
                     "entry, labels, lease_owner, lease_token, lease_expires, call_keys, lease_ordinal) "
-                    "VALUES (?, ?, 'running', ?, ?, 0, ?, ?, ?, 1, ?, ?, ?)",
+                    "VALUES (?, ?, 'running', ?, ?, 0, ?, ?, ?, 1, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING",
                     (run_id, agent, now, now, _dump(entry), _dump(labels or {}), owner, now + ttl, CALL_KEYS,
                      ordinal),
-                )
+                ).rowcount
+                if inserted != 1:
+                    raise _Raced(run_id)
                 return 1, None
             row = rows[0]
             previous = _run_record(row[:11])

@@ -291,3 +291,40 @@ def test_a_run_the_orchestrator_cancelled_ends_cancelled_and_is_not_retried(stor
     assert ran == [1]  # no retry
     assert store.get_run("c").status == "cancelled"
     assert [a.status for a in store.list_attempts("c")] == ["cancelled"]
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new-run", "lapsed-lease"])
+def test_acquirers_released_together_get_one_lease_and_the_others_a_lease_error(any_store, existing):
+    """Acquirers on their own connections, released by a barrier: of a new run (both read no row, both
+    insert) or of one whose lease lapsed (both read it free). PostgreSQL's READ COMMITTED let both
+    through — a UniqueViolation for the second insert (CI saw it), or two holders with one token for
+    a lapsed lease; the row is now locked while read and a lost insert reads again."""
+    s = any_store
+    for trial in range(12):
+        run_id = f"race-{existing}-{trial}"
+        if existing:
+            token, _ = s.acquire_run(run_id, "ag", "gone:1:aa", ttl=0.01)
+            time.sleep(0.05)  # lapsed
+        stores = [type(s)(s.url) for _ in range(4)]
+        barrier = threading.Barrier(len(stores))
+        got: list[object] = []
+
+        def acquire(store, n: int) -> None:
+            barrier.wait()
+            try:
+                got.append(store.acquire_run(run_id, "ag", f"host:{n}:{trial}", ttl=60)[0])
+            except Exception as exc:  # noqa: BLE001 - collected and asserted below
+                got.append(exc)
+
+        threads = [threading.Thread(target=acquire, args=(st, n)) for n, st in enumerate(stores)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        for st in stores:
+            st.close()
+        tokens = [g for g in got if isinstance(g, int)]
+        errors = [g for g in got if not isinstance(g, int)]
+        assert len(tokens) == 1, (trial, got)
+        assert all(isinstance(e, suture.LeaseError) for e in errors), (trial, errors)
+        assert tokens == [2 if existing else 1]
