@@ -105,6 +105,12 @@ class Question(BaseModel):
     model_config = {"populate_by_name": True}
 
 
+def _cell(text: str) -> str:
+    """User text in a markdown table cell: no markup, no row break (artifacts render HTML)."""
+    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "/")
+            .replace("\r", " ").replace("\n", " "))
+
+
 class Report(BaseModel):
     """A run's story: attempts, failures, decisions and what the journal saved."""
 
@@ -128,7 +134,7 @@ class Report(BaseModel):
         from .usage import describe, summary
 
         lines = [
-            f"# suture run `{self.run_id}` ({self.agent}): {self.status}",
+            f"# suture run `{self.run_id}` ({_cell(self.agent)}): {self.status}",
             "",
             f"- journal entries: {self.entries}",
             f"- calls replayed: {self.replayed}, served from cache: {self.cached}, "
@@ -150,7 +156,7 @@ class Report(BaseModel):
         for a in self.attempts:
             res = Resources(**a.resources).describe() if a.resources else "no limits"
             f = a.failure or {}
-            fail = f"{f.get('layer')}/{f.get('kind')}: {str(f.get('message', ''))[:80]}" if f else ""
+            fail = f"{f.get('layer')}/{f.get('kind')}: {_cell(str(f.get('message', ''))[:80])}" if f else ""
             act = (a.action or {}).get("kind", "")
             s = a.stats or {}
             paid = describe(summary(s.get("usage") or {})["paid"])

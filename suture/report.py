@@ -48,11 +48,12 @@ def run_tokens(store: Any, run_id: str) -> dict[str, Any]:
 
 def _with_journal_usage(attempt: Any, entries: list[Any]) -> Any:
     """An attempt that recorded no stats (it died, or is running): what its committed live calls
-    paid, read from the journal (calls in flight when it died are not known)."""
+    paid and its cache hits saved, read from the journal (calls in flight when it died, and what
+    it replayed, are not known)."""
     paid: dict[str, dict[str, list[int]]] = {}
     for e in entries:
-        if e.attempt == attempt.attempt and e.source == "live" and e.usage:
-            add(paid, "paid", e.usage)
+        if e.attempt == attempt.attempt and e.source in ("live", "cache") and e.usage:
+            add(paid, "paid" if e.source == "live" else "cached", e.usage)
     if not paid:
         return attempt
     return attempt.model_copy(update={"stats": {"usage": paid, "usage_from": "journal"}})

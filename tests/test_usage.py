@@ -232,3 +232,25 @@ def test_the_cli_and_the_report_agree_on_tokens_paid_and_saved(agent_file, child
     assert "tokens paid" in table and "1,340" in table  # 1,307 + 33 tokens paid
     md = report.to_markdown()  # what the Prefect artifact and the Flyte report show
     assert "- tokens paid: 1,307 in / 33 out" in md and "by replay 1,207 in / 23 out" in md
+
+
+def test_a_killed_attempt_s_cache_hits_count_as_saved_and_markdown_cells_carry_no_markup(
+        agent_file, child_env, tmp_path, store):
+    assert _run(agent_file, child_env, tmp_path, "t", "warm").returncode == 0  # fills the cache
+    assert _run(agent_file, child_env, tmp_path, "t", "kc", DIE=str(tmp_path / "died")).returncode == 9
+    a1 = build_report(store, "kc").attempts[0]
+    assert a1.status == "crashed" and a1.stats["usage"]["gpt-4o-mini"] == {"cached": [1000, 0]}  # its cache hit
+
+    @suture.step(name="hostile-step")
+    def boom() -> str:
+        raise ValueError("<script>alert(1)</script>\nsecond line | pipe")
+
+    @suture.agent(name="hostile-report")
+    def go() -> str:
+        return boom()
+
+    with pytest.raises(suture.GiveUp):
+        go.run(run_id="hr")
+    md = build_report(store, "hr").to_markdown()
+    row = [line for line in md.splitlines() if line.startswith("| 1 |")][0]
+    assert "<script>" not in md and "&lt;script&gt;" in row and "second line / pipe" in row
