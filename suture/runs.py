@@ -56,47 +56,104 @@ def check_run_id(run_id: Any) -> str:
     return run_id
 
 
-class _Heartbeat(threading.Thread):
-    """Renews the run's lease while the process works on it.
+class _Heartbeat:
+    """Renews one run's lease while the process works on it (through the process's one beater).
 
     A renewal refused (another attempt took the run over), or none that succeeded for a whole
     lease period (the store unreachable: another worker may take the run over), marks the lease
     lost: ``on_lost(message)`` stops the attempt at its next step boundary — it never runs on
-    unfenced."""
+    unfenced. Every lease of the process is renewed by one thread (:class:`_Beater`): 2,000
+    concurrent runs are 2,000 leases, not 2,000 threads."""
 
     def __init__(self, store: Any, run_id: str, owner: str, token: int, ttl: float,
                  on_lost: Callable[[str], None] | None = None) -> None:
-        super().__init__(name=f"suture-lease-{run_id}", daemon=True)
         self.store, self.run_id, self.owner, self.token, self.ttl = store, run_id, owner, token, ttl
         self.stopped = threading.Event()
         self.lost = False
         self.on_lost = on_lost
+        self.last_ok = 0.0
+        self.due = 0.0
+
+    def start(self) -> None:
+        import time
+
+        self.last_ok = time.monotonic()
+        self.due = self.last_ok + self.ttl / 3
+        _Beater.get().add(self)
 
     def _lose(self, message: str) -> None:
         self.lost = True
         if self.on_lost is not None:
             self.on_lost(message)
 
-    def run(self) -> None:
+    def beat(self, now: float) -> bool:
+        """Renew once; ``False`` when the lease is lost (the beater forgets it)."""
         import time
 
-        last_ok = time.monotonic()
-        while not self.stopped.wait(self.ttl / 3):
-            try:
-                if not self.store.renew_lease(self.run_id, self.owner, self.token, self.ttl):
-                    self._lose(f"the lease of run {self.run_id!r} was taken over by another attempt: this attempt "
-                               f"stopped at a step boundary (the newer one continues from the journal)")
-                    return
-                last_ok = time.monotonic()
-            except SutureError as exc:  # a transient store error: the next beat tries again, within the lease
-                if time.monotonic() - last_ok >= self.ttl:
-                    self._lose(f"the lease of run {self.run_id!r} could not be renewed for {self.ttl:g}s ({exc}); "
-                               f"another worker may take the run over, so this attempt stopped at a step boundary. "
-                               f"Resume it once the store is reachable.")
-                    return
+        try:
+            if not self.store.renew_lease(self.run_id, self.owner, self.token, self.ttl):
+                self._lose(f"the lease of run {self.run_id!r} was taken over by another attempt: this attempt "
+                           f"stopped at a step boundary (the newer one continues from the journal)")
+                return False
+            self.last_ok = time.monotonic()
+        except SutureError as exc:  # a transient store error: the next beat tries again, within the lease
+            if time.monotonic() - self.last_ok >= self.ttl:
+                self._lose(f"the lease of run {self.run_id!r} could not be renewed for {self.ttl:g}s ({exc}); "
+                           f"another worker may take the run over, so this attempt stopped at a step boundary. "
+                           f"Resume it once the store is reachable.")
+                return False
+        self.due = time.monotonic() + self.ttl / 3
+        return True
 
     def stop(self) -> None:
         self.stopped.set()
+        _Beater.get().wake()
+
+
+class _Beater(threading.Thread):
+    """The process's one lease-renewing thread: each lease is renewed every third of its TTL."""
+
+    _instance: "_Beater | None" = None
+    _guard = threading.Lock()
+
+    def __init__(self) -> None:
+        super().__init__(name="suture-leases", daemon=True)
+        self.leases: list[_Heartbeat] = []
+        self.cond = threading.Condition()
+
+    @classmethod
+    def get(cls) -> "_Beater":
+        with cls._guard:
+            if cls._instance is None or not cls._instance.is_alive() or cls._instance.pid != os.getpid():
+                cls._instance = cls()
+                cls._instance.pid = os.getpid()  # a forked child starts its own
+                cls._instance.start()
+            return cls._instance
+
+    def add(self, lease: _Heartbeat) -> None:
+        with self.cond:
+            self.leases.append(lease)
+            self.cond.notify()
+
+    def wake(self) -> None:
+        with self.cond:
+            self.cond.notify()
+
+    def run(self) -> None:
+        import time
+
+        while True:
+            with self.cond:
+                self.leases = [h for h in self.leases if not h.stopped.is_set()]
+                now = time.monotonic()
+                due = [h for h in self.leases if h.due <= now]
+                if not due:
+                    soonest = min((h.due for h in self.leases), default=now + 3600.0)
+                    self.cond.wait(max(0.0, soonest - now))
+                    continue
+            for lease in due:  # outside the lock: a slow store delays only the beats after it
+                if not lease.stopped.is_set() and not lease.beat(now):
+                    lease.stopped.set()
 
 
 @dataclass
