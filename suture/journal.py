@@ -17,17 +17,16 @@ usage)`` — ``usage`` the call's model usage, encoded (:mod:`suture.usage`), or
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 from .calls import AttemptStats, CallInfo, RunInfo
-from .errors import DivergenceError, StepFailed, StopAttempt, command
-from .identity import legacy_key, qualname_of
+from .errors import DivergenceError, StepFailed, StopAttempt
+from .identity import legacy_key
 from .manager import gate
 from .state import RunState
-from . import usage
+from . import divergence, usage
 
 if TYPE_CHECKING:  # pragma: no cover
     from .context import Frame
@@ -126,10 +125,10 @@ class Run:
         """
         rec = self.journal.get((frame.path, step.name, idx))
         if rec is None and self.legacy:
-            rec = self._legacy(frame, step, idx, fp)
+            rec = divergence.legacy(self, frame, step, idx, fp)
         if rec is None:
             if self.recorded and not self.legacy:  # was this call recorded under another module's name?
-                self._moved(frame, step, idx)
+                divergence.moved(self, frame, step, idx)
             return False, None
         if rec[1] == fp:
             if rec[5] == "failed":  # a failure the agent handled: raise it again, never run the step
@@ -146,7 +145,7 @@ class Run:
             return True, value
         call = self.call_info(frame, step.name, idx)
         if frame.origin is not None:
-            self._branch_shift(frame, step, idx, fp)
+            divergence.branch_shift(self, frame, step, idx, fp)
         if self.strict:
             self.event("divergence", {"step": step.name, "path": call.path, "index": idx, "recorded": rec[1],
                                       "current": fp, "dropped": 0, "strict": True})
@@ -180,81 +179,6 @@ class Run:
             used = self.used.get((frame.path, name, idx)) if self.used is not None else None
             g.hook.suture_step_end(run=self.info, call=self.call_info(frame, name, idx), source="replay", duration=0.0,
                                    usage=used)
-
-    def _moved(self, frame: "Frame", step: Any, idx: str) -> None:
-        """Stop when this step's calls were recorded under another module's name (a moved module or
-        script): running on would silently run every one of them again."""
-        if self._names is None:
-            self._names = {}
-            for _path, name, _idx in self.journal:
-                self._names.setdefault(qualname_of(name), set()).add(name)
-        names = self._names.get(qualname_of(step.name), ())
-        if step.name in names:
-            return
-        defined = sys.modules["suture.step"].DEFINED
-        for other in sorted(names):
-            # the other name still names a step of this program: two steps of one name, not a move
-            if other not in defined and (frame.path, other, idx) in self.journal:
-                raise DivergenceError(
-                    f"run {self.run_id!r} recorded this call as step {other!r}, but the step is now named "
-                    f"{step.name!r} (its module is named differently: a moved file, or a script run from "
-                    f"another directory). Nothing was run. Keep the recorded name with "
-                    f"@suture.step(name={other!r}) — names are module:qualname by default — or start the run "
-                    f"over with `{command('suture', 'reset', self.run_id)}`.",
-                    step=step.name, key=f"{frame.path}:{step.name}:{idx}", recorded=other, current=step.name,
-                )
-
-    def _legacy(self, frame: "Frame", step: Any, idx: str, fp: str) -> tuple | None:
-        """The entry a suture 0.1 attempt recorded for this call, under its old key."""
-        key = legacy_key(frame.path, step.name, idx)
-        rec = self.journal.get(key) if key is not None else None
-        if rec is not None and rec[1] != fp:
-            raise DivergenceError(
-                f"run {self.run_id!r} was recorded by an earlier suture (call keys of rule 1), and its entry for "
-                f"step {step.name!r} (call {frame.path or '<root>'}#{idx}) has another input fingerprint under "
-                f"this version's rule (arguments are now bound to the signature, defaults applied; recorded "
-                f"{rec[1]}, now {fp}). Nothing was run. Finish the run with the suture version that started it, "
-                f"or start it over: `{command('suture', 'reset', self.run_id)}` (its completed steps will run again).",
-                step=step.name, key=f"{frame.path}:{step.name}:{idx}", recorded=rec[1], current=fp,
-            )
-        return rec
-
-    def _branch_shift(self, frame: "Frame", step: Any, idx: str, fp: str) -> None:
-        """This task's call diverged, and a sibling task (same coroutine, another number) recorded it
-        with these very inputs: the fan-out's tasks were created in another order. Report it (strict:
-        raise). A call with no entry at all is not evidence of a shift — a sibling working on an equal
-        item records the same inputs — so only a diverged one is checked."""
-        parent, _, component = frame.path.rpartition("/")
-        coro, _, number = component.partition("#")
-        recorded = self._loaded if self._loaded is not None else self.journal
-        if self._branches is None:
-            self._branches = {}
-            for path, _name, _idx in recorded:
-                head, _, last = path.rpartition("/")
-                if last.startswith("~") and not last.startswith("~k:"):
-                    c, _, n = last.partition("#")
-                    self._branches.setdefault((head, c), set()).add(n)
-        for other in sorted(self._branches.get((parent, coro), set()) - {number}):
-            sibling = f"{parent}/{coro}#{other}" if parent else f"{coro}#{other}"
-            found = recorded.get((sibling, step.name, idx))
-            if found is None or found[1] != fp:
-                continue
-            call = self.call_info(frame, step.name, idx)
-            data = {"step": step.name, "path": frame.path, "index": idx, "reason": "branch shift",
-                    "recorded_under": sibling, "recorded": found[1], "current": fp, "dropped": 0}
-            if self.strict:
-                self.event("divergence", dict(data, strict=True))
-                raise DivergenceError(
-                    f"branch shift in run {self.run_id!r}: step {step.name!r} of asyncio task {frame.path!r} was "
-                    f"recorded under {sibling!r} — the tasks of this fan-out were created in another order "
-                    f"than in the earlier attempt. Name the branches by what they work on: "
-                    f"`with suture.branch(item_key): ...` inside the task. Strict mode stops here.",
-                    step=step.name, key=f"{frame.path}:{step.name}:{idx}", recorded=found[1], current=fp,
-                )
-            self.stats.diverged += 1
-            self.event("divergence", data)
-            gate().hook.suture_divergence(run=self.info, call=call, recorded=found[1], current=fp, dropped=0)
-            return
 
     # -- writing ---------------------------------------------------------------------------------
     def commit(self, step: Any, frame: "Frame", idx: str, fp: str, data: Any, started: float, duration: float,
