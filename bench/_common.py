@@ -55,16 +55,45 @@ def write_results(name: str, data: dict[str, Any]) -> Path:
     return path
 
 
-def dbos_step_seconds(system_database_url: str, n: int) -> float | None:
-    """Seconds per no-op DBOS step in a workflow of ``n`` steps, run in a subprocess (DBOS keeps
-    global state), against ``system_database_url``; ``None`` if DBOS is not installed or fails."""
+def dbos_step(system_database_url: str, n: int, sqlite_pragmas: dict[str, str] | None = None,
+              repeat: int = 1) -> dict[str, Any] | None:
+    """One DBOS process (a subprocess: DBOS keeps global state) against ``system_database_url``:
+    an untimed warm-up workflow, then ``repeat`` workflows of ``n`` no-op steps.
+
+    Returns ``{"seconds": best seconds per step, "levels": ...}`` or ``None`` if DBOS is not
+    installed or fails. ``levels`` is the durability read back on DBOS's own connections: on
+    SQLite ``synchronous`` (0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA) and ``journal_mode``, both of every
+    connection DBOS's engine opened (read in a SQLAlchemy ``connect`` listener) and of one checked
+    out of that engine after the timed runs; on PostgreSQL ``synchronous_commit`` of the latter.
+
+    ``sqlite_pragmas`` (e.g. ``{"journal_mode": "WAL", "synchronous": "NORMAL"}``) are set on
+    every SQLite connection DBOS opens, through SQLAlchemy's documented global listener
+    (``event.listens_for(Engine, "connect")``): DBOS itself sets only ``busy_timeout`` and
+    ``foreign_keys`` (dbos/_sys_db_sqlite.py), so without them it runs at SQLite's defaults,
+    ``synchronous=FULL`` with ``journal_mode=delete``."""
+    import json
     import subprocess
     import sys
 
     code = f"""
-import time
+import json, sqlite3, time
+import sqlalchemy as sa
+from sqlalchemy import event
+
+PRAGMAS = {sqlite_pragmas or {}!r}
+SEEN = []
+
+@event.listens_for(sa.engine.Engine, "connect")
+def _pragmas(dbapi_conn, record):
+    if isinstance(dbapi_conn, sqlite3.Connection):
+        for key, value in PRAGMAS.items():
+            dbapi_conn.execute(f"PRAGMA {{key}}={{value}}")
+        SEEN.append((dbapi_conn.execute("PRAGMA synchronous").fetchone()[0],
+                     dbapi_conn.execute("PRAGMA journal_mode").fetchone()[0]))
+
 from dbos import DBOS
-DBOS(config={{"name": "bench", "system_database_url": {system_database_url!r}}})
+from dbos._dbos import _get_dbos_instance
+DBOS(config={{"name": "bench", "system_database_url": {system_database_url!r}, "log_level": "ERROR"}})
 
 @DBOS.step()
 def noop():
@@ -78,12 +107,29 @@ def wf(k):
     return time.perf_counter() - t0
 
 DBOS.launch()
-print(wf({n}) / {n})
+wf(min(50, {n}))
+best = min(wf({n}) for _ in range({repeat})) / {n}
+engine = _get_dbos_instance()._sys_db.engine
+with engine.connect() as conn:
+    if engine.dialect.name == "sqlite":
+        levels = {{"synchronous": conn.exec_driver_sql("PRAGMA synchronous").scalar(),
+                   "journal_mode": conn.exec_driver_sql("PRAGMA journal_mode").scalar(),
+                   "every_connection": sorted(set(SEEN)),
+                   "connections": len(SEEN)}}
+    else:
+        levels = {{"synchronous_commit": conn.exec_driver_sql("SHOW synchronous_commit").scalar()}}
 DBOS.destroy()
+print(json.dumps({{"seconds": best, "levels": levels}}))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800)
     try:
-        return float(out.stdout.strip().splitlines()[-1])
+        return json.loads(out.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         print("dbos failed:", out.stderr[-800:], file=sys.stderr)
         return None
+
+
+def dbos_step_seconds(system_database_url: str, n: int) -> float | None:
+    """Seconds per no-op DBOS step (DBOS as configured by default), or ``None``."""
+    res = dbos_step(system_database_url, n)
+    return res["seconds"] if res else None
