@@ -26,7 +26,8 @@ from .errors import DivergenceError, StepFailed, StopAttempt
 from .identity import legacy_key
 from .manager import gate
 from .state import RunState
-from . import divergence, usage
+from . import divergence, usage, writer
+from .context import active
 
 if TYPE_CHECKING:  # pragma: no cover
     from .context import Frame
@@ -187,18 +188,37 @@ class Run:
         """Record a live call that returned (its output already encoded as ``data``); ``since``: the
         state clock when its body began (see :meth:`suture.state.RunState.changed`); ``used``: the
         model usage its body recorded, encoded (:mod:`suture.usage`)."""
+        row = self._live(step, frame, idx, fp, data, started, duration)
+        self.record(row, cache_put=cache_put, since=since, opened=opened, used=used)
+        self._committed(step, frame, idx, duration, used)
+
+    async def acommit(self, step: Any, frame: "Frame", idx: str, fp: str, data: Any, started: float,
+                      duration: float, cache_put: tuple | None, since: int | None = None, opened: dict | None = None,
+                      used: str | None = None) -> None:
+        """:meth:`commit` for a call of an async step: while other runs are live in this process its
+        write joins theirs in one transaction (group commit, :mod:`suture.writer`), off the event
+        loop; the call returns once it is committed, as under :meth:`commit`."""
+        if self.durability != "sync" or len(active) < 2 or not writer.ENABLED:
+            return self.commit(step, frame, idx, fp, data, started, duration, cache_put, since, opened, used)
+        row = self._live(step, frame, idx, fp, data, started, duration)
+        with self.lock:
+            request = self._recorded(row, cache_put, None, None, None, since, opened, used)
+        await writer.group_write(self.store, request)
+        self._committed(step, frame, idx, duration, used)
+
+    def _live(self, step: Any, frame: "Frame", idx: str, fp: str, data: Any, started: float, duration: float) -> tuple:
         self.stats.live += 1
         g = gate()
         if g.step_committing:
             g.hook.suture_step_committing(run=self.info, call=self.call_info(frame, step.name, idx))
-        self.record(
-            (frame.path, step.name, idx, 0, fp, step.kind, "live", data, step.serializer.name, started,
-             duration, self.attempt),
-            cache_put=cache_put, since=since, opened=opened, used=used,
-        )
+        return (frame.path, step.name, idx, 0, fp, step.kind, "live", data, step.serializer.name, started,
+                duration, self.attempt)
+
+    def _committed(self, step: Any, frame: "Frame", idx: str, duration: float, used: str | None) -> None:
         if self.stop_requested:
             self.flush()
             raise StopAttempt()
+        g = gate()
         if g.step_end:
             g.hook.suture_step_end(run=self.info, call=self.call_info(frame, step.name, idx), source="live",
                                    duration=duration, usage=usage.decode(used) if used else None)
@@ -213,45 +233,48 @@ class Run:
         ``base`` — ``(key, value, version, model)`` of a state's first read.
         """
         with self.lock:
-            if self.lost is not None:
-                from .errors import LeaseError
+            request = self._recorded(row, cache_put, cache_hit, at, base, since, opened, used)
+            if request is not None:
+                self.store.write(*request)
 
-                raise LeaseError(self.lost, run_id=self.run_id)
-            seq = self.seq
-            row = (row[0], row[1], row[2], seq, *row[4:12], used)
-            self.seq += 1
-            rows = [row]
-            if self.handled:
-                rows = self._take_handled(row[0] if at is None else at) + rows
-            snaps = self.state.changed(seq, since) if self.state.slots or self.state.latest else ()
-            if opened is not None and snaps:  # a concurrent step: what it began with, to replay it as a change
-                snaps = snaps + self.state.befores_of(snaps, opened)
-            if base is not None:
-                snaps = [*snaps, (seq, *base)]
-            mode = self.durability
-            if mode == "sync":
-                self.store.write(
-                    self.run_id,
-                    self.token,
-                    rows,
-                    snaps,
-                    (cache_put,) if cache_put else (),
-                    (cache_hit,) if cache_hit else (),
-                )
-            elif mode == "batch":
-                if not self.pending:  # the window opens: it is flushed when its age passes the bound,
-                    self.last_flush = time.monotonic()  # even if no further step completes (a slow call)
-                    self._arm_timer()
-                self.pending.extend(rows)
-                self.pending_snaps.extend(snaps)
-                if cache_put:
-                    self.pending_cache.append(cache_put)
-                if cache_hit:
-                    self.pending_hits.append(cache_hit)
-                if len(self.pending) >= BATCH_MAX_STEPS or time.monotonic() - self.last_flush >= BATCH_MAX_SECONDS:
-                    self.flush()
-            else:
-                self._keep(rows)
+    def _recorded(self, row: tuple, cache_put: tuple | None, cache_hit: tuple | None, at: str | None,
+                  base: tuple | None, since: int | None, opened: dict | None, used: str | None) -> tuple | None:
+        """What :meth:`record` commits: the store's write request under ``sync`` (the caller writes
+        it), ``None`` once queued (``batch``) or kept in memory (``off``). Under the run's lock."""
+        if self.lost is not None:
+            from .errors import LeaseError
+
+            raise LeaseError(self.lost, run_id=self.run_id)
+        seq = self.seq
+        row = (row[0], row[1], row[2], seq, *row[4:12], used)
+        self.seq += 1
+        rows = [row]
+        if self.handled:
+            rows = self._take_handled(row[0] if at is None else at) + rows
+        snaps = self.state.changed(seq, since) if self.state.slots or self.state.latest else ()
+        if opened is not None and snaps:  # a concurrent step: what it began with, to replay it as a change
+            snaps = snaps + self.state.befores_of(snaps, opened)
+        if base is not None:
+            snaps = [*snaps, (seq, *base)]
+        mode = self.durability
+        if mode == "sync":
+            return (self.run_id, self.token, rows, snaps, (cache_put,) if cache_put else (),
+                    (cache_hit,) if cache_hit else ())
+        if mode == "batch":
+            if not self.pending:  # the window opens: it is flushed when its age passes the bound,
+                self.last_flush = time.monotonic()  # even if no further step completes (a slow call)
+                self._arm_timer()
+            self.pending.extend(rows)
+            self.pending_snaps.extend(snaps)
+            if cache_put:
+                self.pending_cache.append(cache_put)
+            if cache_hit:
+                self.pending_hits.append(cache_hit)
+            if len(self.pending) >= BATCH_MAX_STEPS or time.monotonic() - self.last_flush >= BATCH_MAX_SECONDS:
+                self.flush()
+        else:
+            self._keep(rows)
+        return None
 
     def _keep(self, rows: list[tuple]) -> None:
         """Durability ``off``: journal rows live in memory only, in the shape the store loads them."""

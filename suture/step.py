@@ -283,6 +283,22 @@ class Step:
                child: Frame | None = None) -> None:
         """A live call returned ``value``: write it to the journal (and the cache); ``child``: the
         frame its body ran in (what it recorded of model usage goes with it)."""
+        data, entry, used = self._encoded(frame, ck, value, started, duration, child)
+        if frame is not None:
+            frame.run.commit(self, frame, idx, fp, data, started, duration, entry, since, opened, used)
+
+    async def acommit(self, frame: Frame | None, idx: str, fp: str, ck: str | None, value: Any, started: float,
+                      duration: float, since: int | None = None, opened: dict | None = None,
+                      child: Frame | None = None) -> None:
+        """:meth:`commit` of an async call: its write may join other runs' (group commit)."""
+        data, entry, used = self._encoded(frame, ck, value, started, duration, child)
+        if frame is not None:
+            await frame.run.acommit(self, frame, idx, fp, data, started, duration, entry, since, opened, used)
+
+    def _encoded(self, frame: Frame | None, ck: str | None, value: Any, started: float, duration: float,
+                 child: Frame | None) -> tuple[Any, tuple | None, str | None]:
+        """The value's journal form, its cache entry and its model usage (a call outside a run: its
+        cache entry is written here)."""
         if type(value) is not self._exact:  # the value's type is exactly the annotation: nothing to check
             check_value(self, value)
         data = self.encode(value)
@@ -294,11 +310,9 @@ class Step:
                 usage.nest(frame, total)
         entry = (cache.entry_for(self, ck, value, data, started, duration, total and usage.encode(total))
                  if ck is not None else None)
-        if frame is None:
-            if entry is not None:
-                cache.put_outside_run(entry)
-            return
-        frame.run.commit(self, frame, idx, fp, data, started, duration, entry, since, opened, used)
+        if frame is None and entry is not None:
+            cache.put_outside_run(entry)
+        return data, entry, used
 
     def call(self, args: tuple, kwargs: dict, key: str | None = None, located: tuple | None = None) -> Any:
         done, found = self.begin(args, kwargs, key, located)
@@ -360,7 +374,7 @@ class Step:
                 continue
             finally:
                 frame_var.reset(token)
-            self.commit(frame, idx, fp, ck, value, started, time.perf_counter() - t0, since, opened, child)
+            await self.acommit(frame, idx, fp, ck, value, started, time.perf_counter() - t0, since, opened, child)
             return value
 
     def on_error(self, frame: Frame | None, idx: str, exc: Exception, history: list[Any], fp: str = "",

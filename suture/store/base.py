@@ -187,6 +187,20 @@ class Store(abc.ABC):
     ) -> None:
         """Commit completed steps and their state snapshots in ONE transaction, fenced by ``token``."""
 
+    def write_many(self, requests: list[tuple]) -> list[BaseException | None]:
+        """Group commit of several runs' writes, each ``(run_id, token, entries, snapshots,
+        cache_puts, cache_hits)``: per request ``None`` or the exception it raised. A store that can
+        commit them in one transaction, each request fenced on its own, overrides this; the default
+        writes them one by one."""
+        out: list[BaseException | None] = []
+        for r in requests:
+            try:
+                self.write(*r)
+                out.append(None)
+            except Exception as exc:  # noqa: BLE001 - handed to the request's waiter
+                out.append(exc)
+        return out
+
     def load_snapshots(self, run_id: str) -> list[Snapshot]:
         """The run's state snapshots ``(seq, key, value, version, model)``, by ``seq``."""
         raise NotImplementedError(f"{type(self).__name__} does not implement load_snapshots()")

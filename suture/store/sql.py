@@ -144,19 +144,21 @@ class SqlStore(RunTables, SharedTables, Store):
         "WHERE EXISTS (SELECT 1 FROM suture_runs WHERE run_id = ? AND lease_token = ?)"
     )
 
-    def write(self, run_id, token, entries, snapshots=(), cache_puts=(), cache_hits=()):
+    def _prepared(self, entries, cache_puts):
+        """Journal rows and cache puts as the tables take them (large values split off to blobs)."""
         blobs: list[tuple] = []
         rows = []
         for e in entries:
             value, ref = self._split(e[7], blobs)
             rows.append(e[:7] + (value,) + e[8:12] + (e[12] if len(e) > 12 else None, ref))
-        entries = rows
-        if cache_puts:
-            puts = []
-            for p in cache_puts:
-                value, ref = self._split(p[3], blobs)
-                puts.append(p[:3] + (value,) + p[4:8] + (p[8] if len(p) > 8 else None, ref))
-            cache_puts = puts
+        puts = []
+        for p in cache_puts:
+            value, ref = self._split(p[3], blobs)
+            puts.append(p[:3] + (value,) + p[4:8] + (p[8] if len(p) > 8 else None, ref))
+        return rows, puts, blobs
+
+    def write(self, run_id, token, entries, snapshots=(), cache_puts=(), cache_hits=()):
+        entries, cache_puts, blobs = self._prepared(entries, cache_puts)
         try:
             return self._write(run_id, token, entries, snapshots, cache_puts, cache_hits, blobs)
         except StoreError as exc:
@@ -169,6 +171,52 @@ class SqlStore(RunTables, SharedTables, Store):
                     return None  # the first COMMIT had landed before the connection dropped
                 raise
 
+    def write_many(self, requests):
+        """Group commit: several runs' writes (``(run_id, token, entries, snapshots, cache_puts,
+        cache_hits)`` each, as :meth:`write` takes them) in one transaction — one commit (one fsync at
+        ``synchronous=FULL``) for all. Each request is fenced on its own, in a savepoint: a stale
+        token fails that request with :class:`LeaseError` and the others commit. Returns, per
+        request, ``None`` (committed) or the exception it raised. A failure of the transaction
+        itself (a lost connection) falls back to one :meth:`write` per request, each with its own
+        reconnect and landed-commit check."""
+        prepared = [(run_id, token, *self._prepared(entries, puts), snapshots, hits)
+                    for run_id, token, entries, snapshots, puts, hits in requests]
+        conn = self._conn
+        results: list[BaseException | None] = []
+        with self._lock:
+            try:
+                conn.execute(self.begin_write)
+                try:
+                    for run_id, token, entries, puts, blobs, snapshots, hits in prepared:
+                        conn.execute("SAVEPOINT suture_group")
+                        try:
+                            self._write_one(conn, run_id, token, entries, snapshots, puts, hits, blobs)
+                        except (LeaseError, *self._driver_errors()) as exc:
+                            conn.execute("ROLLBACK TO SAVEPOINT suture_group")
+                            results.append(exc if isinstance(exc, LeaseError) else
+                                           self._explain(exc, f"committing {len(entries)} step(s) of run {run_id!r}"))
+                        else:
+                            results.append(None)
+                        conn.execute("RELEASE SAVEPOINT suture_group")
+                    conn.execute("COMMIT")
+                    return results
+                except BaseException:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except Exception:  # the connection may be gone; so is the transaction
+                        pass
+                    raise
+            except self._driver_errors():
+                pass  # the transaction failed as a whole: write each request on its own (below)
+        out: list[BaseException | None] = []
+        for r in requests:
+            try:
+                self.write(*r)
+                out.append(None)
+            except (LeaseError, StoreError) as exc:
+                out.append(exc)
+        return out
+
     _INSERT_SNAPSHOT = (
         "INSERT INTO suture_snapshots (run_id, seq, key, value, version, model) VALUES (?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (run_id, seq, key) DO UPDATE SET value = excluded.value, version = excluded.version, "
@@ -179,32 +227,11 @@ class SqlStore(RunTables, SharedTables, Store):
         # The hot path (one call per completed step under durability "sync"): no context manager,
         # no string formatting unless something fails.
         conn = self._conn
-        sql = self._insert_entry_sql
         with self._lock:
             try:
                 conn.execute(self.begin_write)
                 try:
-                    written = 0
-                    for e in entries:
-                        written += conn.execute(sql, (run_id, *e, run_id, token)).rowcount
-                    if written != len(entries) or (not entries and not self._holds(conn, run_id, token)):
-                        raise LeaseError(
-                            f"run {run_id!r} was taken over by another attempt: this attempt's fencing "
-                            f"token {token} is stale, so its {len(entries)} step(s) were not written. "
-                            f"Only one attempt of a run may write; the newer one continues.",
-                            run_id=run_id,
-                        )
-                    if snapshots or cache_puts or cache_hits or blobs:
-                        for blob in blobs:
-                            self._blob_put(conn, blob)
-                        if snapshots:
-                            snap_sql = self._q(self._INSERT_SNAPSHOT)
-                            for snap in snapshots:
-                                conn.execute(snap_sql, (run_id, *snap))
-                        for put in cache_puts:
-                            self._cache_upsert(conn, put)
-                        for key, saved in cache_hits:
-                            self._cache_count_hit(conn, key, saved)
+                    self._write_one(conn, run_id, token, entries, snapshots, cache_puts, cache_hits, blobs)
                     conn.execute("COMMIT")
                 except BaseException:
                     try:
@@ -214,6 +241,31 @@ class SqlStore(RunTables, SharedTables, Store):
                     raise
             except self._driver_errors() as exc:
                 raise self._explain(exc, f"committing {len(entries)} step(s) of run {run_id!r}") from exc
+
+    def _write_one(self, conn, run_id, token, entries, snapshots, cache_puts, cache_hits, blobs):
+        """One run's step records inside the open transaction, fenced by its token."""
+        sql = self._insert_entry_sql
+        written = 0
+        for e in entries:
+            written += conn.execute(sql, (run_id, *e, run_id, token)).rowcount
+        if written != len(entries) or (not entries and not self._holds(conn, run_id, token)):
+            raise LeaseError(
+                f"run {run_id!r} was taken over by another attempt: this attempt's fencing "
+                f"token {token} is stale, so its {len(entries)} step(s) were not written. "
+                f"Only one attempt of a run may write; the newer one continues.",
+                run_id=run_id,
+            )
+        if snapshots or cache_puts or cache_hits or blobs:
+            for blob in blobs:
+                self._blob_put(conn, blob)
+            if snapshots:
+                snap_sql = self._q(self._INSERT_SNAPSHOT)
+                for snap in snapshots:
+                    conn.execute(snap_sql, (run_id, *snap))
+            for put in cache_puts:
+                self._cache_upsert(conn, put)
+            for key, saved in cache_hits:
+                self._cache_count_hit(conn, key, saved)
 
     def load_snapshots(self, run_id):
         return [tuple(r) for r in self._read(

@@ -328,3 +328,21 @@ def test_acquirers_released_together_get_one_lease_and_the_others_a_lease_error(
         assert len(tokens) == 1, (trial, got)
         assert all(isinstance(e, suture.LeaseError) for e in errors), (trial, errors)
         assert tokens == [2 if existing else 1]
+
+
+def test_a_stale_token_fails_only_its_own_write_in_a_group(any_store):
+    s = any_store
+    t1, _ = s.acquire_run("w1", "ag", "me:1:aa", ttl=60)
+    t2, _ = s.acquire_run("w2", "ag", "me:1:bb", ttl=60)
+    t3, _ = s.acquire_run("w3", "ag", "me:1:cc", ttl=60)
+
+    def row(i: int) -> tuple:
+        return ("", "a:f", str(i), i, "fp", "step", "live", __import__('json').dumps(i), "json", 0.0, 0.0, 1)
+
+    results = s.write_many([("w1", t1, [row(0)], (), (), ()), ("w2", t2 + 1, [row(0)], (), (), ()),
+                            ("w3", t3, [row(0), row(1)], (), (), ())])
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], suture.LeaseError) and "stale" in str(results[1])
+    assert [len(s.list_entries(r)) for r in ("w1", "w2", "w3")] == [1, 0, 2]
+    again = s.write_many([("w1", t1, [row(0)], (), (), ())])  # the same key again: that request fails alone
+    assert isinstance(again[0], suture.StoreError)
