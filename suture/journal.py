@@ -26,7 +26,7 @@ from .errors import DivergenceError, StepFailed, StopAttempt
 from .identity import legacy_key
 from .manager import gate
 from .state import RunState
-from . import divergence, usage, writer
+from . import divergence, usage
 from .context import active
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -198,6 +198,8 @@ class Run:
         """:meth:`commit` for a call of an async step: while other runs are live in this process its
         write joins theirs in one transaction (group commit, :mod:`suture.writer`), off the event
         loop; the call returns once it is committed, as under :meth:`commit`."""
+        from . import writer  # asyncio is loaded by now; ``import suture`` does not load it
+
         if self.durability != "sync" or len(active) < 2 or not writer.ENABLED:
             return self.commit(step, frame, idx, fp, data, started, duration, cache_put, since, opened, used)
         row = self._live(step, frame, idx, fp, data, started, duration)
