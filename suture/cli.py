@@ -23,6 +23,7 @@ from .cli_text import (
     make_console,
     say,
 )
+from .report_html import duration_text as _dur
 
 #: prints user and error text literally (see suture.cli_text)
 console = make_console()
@@ -38,16 +39,6 @@ def _when(ts: float | None) -> str:
     if not ts:
         return ""
     return _dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _dur(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.0f}µs"
-    if seconds < 1:
-        return f"{seconds * 1e3:.1f}ms"
-    return f"{seconds:.2f}s"
 
 
 def _emit_json(data: Any) -> None:

@@ -90,7 +90,8 @@ def _attrs(**data: Any) -> str:
     return "".join(f' data-{k.replace("_", "-")}="{_e(v)}"' for k, v in data.items())
 
 
-def _dur(seconds: float | None) -> str:
+def duration_text(seconds: float | None) -> str:
+    """``12µs`` / ``3.4ms`` / ``1.25s`` (``""`` for none): durations as reports and the CLI print them."""
     if seconds is None:
         return ""
     if seconds < 1e-3:
@@ -98,6 +99,9 @@ def _dur(seconds: float | None) -> str:
     if seconds < 1:
         return f"{seconds * 1e3:.1f}ms"
     return f"{seconds:.2f}s"
+
+
+_dur = duration_text
 
 
 def _num(x: float) -> str:
