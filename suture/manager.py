@@ -26,6 +26,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("resources", "suture.plugins.resources"),
     ("human", "suture.plugins.human"),
     ("logs", "suture.plugins.logs"),
+    ("otel", "suture.plugins.otel"),
     ("sandbox-local", "suture.plugins.sandbox_local"),
     ("sandbox-e2b", "suture.plugins.sandbox_e2b"),
     ("local", "suture.adapters.local"),
