@@ -2,7 +2,7 @@
 cost of a commit (issue 20, items 2 and 3). Measurement only.
 
     python bench/scale.py                      # sizes 100,1000,2000; 100 steps; SQLite and PostgreSQL
-    python bench/scale.py --quick              # sizes 50,200; 20 steps; 4 procs; peers capped at 8 s; L=1,000
+    python bench/scale.py --quick              # sizes 50,200; 20 steps; 4 procs; peers capped at 5 s; L=1,000 (4 KB)
     python bench/scale.py --sizes 100,1000,2000 --steps 100 --stores sqlite,postgres --procs 8 \
         --peers dbos,langgraph --long 100000 [--sync FULL] [--batch] [--profile] [--suture-src worktree]
 
@@ -32,6 +32,8 @@ file, a new PostgreSQL database, dropped at the end):
   into ``last`` (state keeps only the last output), ``AsyncSqliteSaver`` / ``AsyncPostgresSaver``,
   ``ainvoke(..., durability="sync")``, N ``ainvoke`` together. Every process first does one 2-step
   warm-up run, says READY, and all processes start on one signal.
+- Baseline: ``plain asyncio`` runs the same coroutines with no engine and no store (the ceiling of
+  one event loop on this machine; it touches no store: run once, listed under the first store).
 - Equal level: SQLite ``synchronous=NORMAL`` in WAL by default (``--sync FULL``): suture through
   ``SUTURE_SQLITE_SYNCHRONOUS``; DBOS through a SQLAlchemy connect listener on every connection of
   its own engine (``journal_mode=WAL`` + the level; DBOS as shipped sets neither); LangGraph on the
@@ -100,7 +102,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from _common import print_table, write_results  # noqa: E402
 from scale_run import Ctx, run_config, run_group, run_long  # noqa: E402
 
-LABEL = {"suture": "suture", "suture-nogroup": "suture, group commit off", "suture-x": "suture x{procs}", "suture-batch": "suture batch",
+LABEL = {"plain": "plain asyncio (no durability)", "suture": "suture", "suture-nogroup": "suture, group commit off", "suture-x": "suture x{procs}", "suture-batch": "suture batch",
          "dbos": "DBOS", "langgraph": "LangGraph"}
 
 
@@ -163,7 +165,7 @@ def main() -> int:
     p.add_argument("--quick", action="store_true")
     args = p.parse_args()
     if args.quick:
-        args.sizes, args.steps, args.long, args.procs, args.peer_cap = "50,200", 20, 1000, 4, 8.0
+        args.sizes, args.steps, args.long, args.procs, args.peer_cap = "50,200", 20, 1000, 4, 5.0
     sizes = [int(s) for s in args.sizes.split(",") if s]
     stores = [s for s in args.stores.split(",") if s]
     peers = [] if args.peers == "none" else [s for s in args.peers.split(",") if s]
@@ -184,11 +186,13 @@ def main() -> int:
                        "wal_sync_method": conn.execute("SHOW wal_sync_method").fetchone()[0],
                        "commit_delay": conn.execute("SHOW commit_delay").fetchone()[0]}
         print(f"PostgreSQL {pg_info}", flush=True)
-    contenders = ["suture", "suture-nogroup", "suture-x"] + (["suture-batch"] if args.batch else []) + peers
+    contenders = ["plain", "suture", "suture-nogroup", "suture-x"] + (["suture-batch"] if args.batch else []) + peers
     results: list[dict] = []
     for store in stores:
         for n in sizes:
             for c in contenders:
+                if c == "plain" and store != stores[0]:
+                    continue  # it touches no store: once is enough
                 procs = args.procs if c == "suture-x" else 1
                 print(f"{store} {c} N={n} procs={procs} ...", flush=True)
                 r = run_config(ctx, c, store, n, args.steps, procs, cap=args.peer_cap if c in peers else args.cap)
@@ -204,7 +208,7 @@ def main() -> int:
     if args.long:
         lengths = [L for L in (1000, 10000, 100000, 1000000) if L <= args.long] or [args.long]
         for store in stores:
-            for size in (4096, 32):
+            for size in (4096,) if args.quick else (4096, 32):
                 for L in lengths:
                     print(f"long journal {store} {L} steps of {size} B ...", flush=True)
                     r = run_long(ctx, store, L, size)

@@ -95,13 +95,13 @@ def kill(p: subprocess.Popen) -> None:
 
 
 def stop(p: subprocess.Popen) -> None:
-    """SIGTERM to the child's session (it writes what completed and exits), SIGKILL after 20 s."""
+    """SIGTERM to the child's session (it writes what completed and exits), SIGKILL after 60 s."""
     try:
         os.killpg(p.pid, signal.SIGTERM)
     except ProcessLookupError:
         return
     try:
-        p.wait(timeout=20)
+        p.wait(timeout=60)
     except subprocess.TimeoutExpired:
         kill(p)
         p.wait()
@@ -182,6 +182,7 @@ def spawn_workers(ctx: Ctx, kind: str, store: str, url: str, shares: list[int], 
         if status == "timeout":
             extra["note"] = f"stopped at the {cap:g} s cap; figures over the steps completed by then"
             if not all(o.exists() for o in outs):
+                extra["note"] = f"stopped at the {cap:g} s cap; a process wrote nothing within 60 s of SIGTERM"
                 return "timeout", [], extra
         if store == "postgres":
             time.sleep(1.1)
@@ -244,7 +245,8 @@ def run_config(ctx: Ctx, contender: str, store: str, n: int, steps: int, procs: 
     shares = [n // procs + (1 if k < n % procs else 0) for k in range(procs)]
     shares = [s for s in shares if s]
     with FreshStore(ctx, store) as url:
-        status, recs, extra = spawn_workers(ctx, kind, store, url, shares, steps, profile, cap or ctx.cap)
+        status, recs, extra = spawn_workers(ctx, kind, "none" if kind == "plain" else store, url, shares, steps,
+                                            profile, cap or ctx.cap)
     if not recs:
         return {**base, "status": status, **extra}
     lat = sorted(x for r in recs for x in r["lat"])
