@@ -14,16 +14,20 @@ that starts with ``$`` is escaped (``"$bytes"`` → ``"$$bytes"``).
 
 from __future__ import annotations
 
-import base64
+import binascii
 import dataclasses
 import enum
-import hashlib
 import json
 from typing import Any
 
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from .errors import FingerprintError
+
+try:  # the C module hashlib itself takes blake2b from; importing hashlib also loads OpenSSL (~2 ms)
+    from _blake2 import blake2b as _blake2b
+except ImportError:  # pragma: no cover - a build without it
+    from hashlib import blake2b as _blake2b
 
 _SCALARS = (str, int, bool, type(None))
 _dumps = json.JSONEncoder(
@@ -52,7 +56,7 @@ def canonical(value: Any, where: str = "value") -> Any:
     if isinstance(value, enum.Enum):
         return canonical(value.value, where)
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return {"$bytes": base64.b64encode(bytes(value)).decode("ascii")}
+        return {"$bytes": binascii.b2a_base64(bytes(value), newline=False).decode("ascii")}
     if isinstance(value, (set, frozenset)):
         items = [canonical(v, f"{where}{{}}") for v in value]
         return {"$set": sorted(items, key=_dumps)}
@@ -107,7 +111,7 @@ def canonical_json(value: Any, where: str = "value") -> str:
 
 def digest(text: str) -> str:
     """Stable 128-bit hex hash of a canonical text."""
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    return _blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 EMPTY = digest("[[],{}]")

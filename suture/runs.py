@@ -16,11 +16,10 @@ This is the small public surface adapters build on (the local adapter, Prefect, 
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
-import secrets
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -42,9 +41,9 @@ LEASE_TTL = float(os.environ.get("SUTURE_LEASE_TTL", "60"))
 
 def new_run_id(agent_name: str) -> str:
     """A fresh run id: ``<agent>-<UTC time>-<random>``."""
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     short = agent_name.rsplit(".", 1)[-1].replace("<", "").replace(">", "")
-    return f"{short}-{stamp}-{secrets.token_hex(3)}"
+    return f"{short}-{stamp}-{os.urandom(3).hex()}"
 
 
 def check_run_id(run_id: Any) -> str:
