@@ -16,6 +16,8 @@ from rich.table import Table
 
 from .cli_text import (
     RUN_STATUSES,
+    AgeParam,
+    age_text,
     STATUS_STYLES,
     cell,
     command,
@@ -266,15 +268,56 @@ def cache_clear(ctx: click.Context, step: str | None, expired: bool, as_json: bo
 
 
 @cli.command()
+@click.option("--older-than", "older_than", type=AgeParam(), default=None, envvar="SUTURE_RETENTION",
+              show_envvar=True, metavar="AGE",
+              help="Retention: also delete finished runs (journal, state snapshots, attempts, events, "
+                   "questions) that last changed longer ago than AGE (30d, 12h, 90m, 3600s, 2w).")
+@click.option("--status", "statuses", multiple=True, type=click.Choice(RUN_STATUSES),
+              help="With --older-than: the statuses to delete (repeatable; default succeeded, failed, "
+                   "cancelled). A run a live attempt holds is never deleted.")
+@click.option("--dry-run", is_flag=True, help="List what --older-than would delete; delete nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def gc(ctx: click.Context, as_json: bool) -> None:
-    """Delete stored large values that no journal or cache entry refers to any more."""
-    n = _store(ctx).gc()
+def gc(ctx: click.Context, older_than: float | None, statuses: tuple[str, ...], dry_run: bool,
+       as_json: bool) -> None:
+    """Delete stored large values no journal or cache entry refers to any more; with --older-than
+    (or SUTURE_RETENTION), first the finished runs past that age, so a store does not grow without
+    bound. The cache has its own expiry (`suture cache clear --expired`); shared state is kept."""
+    import time
+
+    from .store.base import FINISHED
+
+    if (statuses or dry_run) and older_than is None:
+        raise click.UsageError("--status and --dry-run go with --older-than AGE (or SUTURE_RETENTION)")
+    if "running" in statuses:
+        raise click.UsageError("--status running: a running run is never deleted (stop it, then `suture reset` it)")
+    store = _store(ctx)
+    purged: list[str] = []
+    if older_than is not None:
+        before = time.time() - older_than
+        chosen = tuple(statuses) or FINISHED
+        progress = None if as_json or dry_run else (lambda n: console.print(f"  deleted {n} runs so far", style="dim"))
+        purged = store.purge_runs(before, chosen, dry_run=dry_run, progress=progress)
+        if dry_run:
+            if as_json:
+                _emit_json({"would_delete_runs": purged})
+            else:
+                say(console, f"would delete {len(purged)} run{'' if len(purged) == 1 else 's'} "
+                             f"({', '.join(chosen)}; unchanged for {age_text(older_than)})")
+                for run_id in purged[:50]:
+                    say(console, f"  {run_id}")
+                if len(purged) > 50:
+                    say(console, f"  ... and {len(purged) - 50} more (--json lists all)")
+            return
+    n = store.gc()
     if as_json:
-        _emit_json({"deleted_blobs": n})
+        _emit_json({"deleted_runs": len(purged), "deleted_blobs": n} if older_than is not None else {"deleted_blobs": n})
     else:
-        say(console, f"deleted {n} unreferenced blob{'' if n == 1 else 's'}")
+        if older_than is not None:
+            say(console, f"deleted {len(purged)} finished run{'' if len(purged) == 1 else 's'} unchanged for "
+                         f"{age_text(older_than)}")
+        say(console, f"deleted {n} unreferenced blob{'' if n == 1 else 's'}"
+                     + (" (the deleted runs' own go once past SUTURE_GC_GRACE)" if purged and not n else ""))
 
 
 @cli.command()

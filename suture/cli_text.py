@@ -12,6 +12,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
+import click
 from rich.console import Console
 from rich.text import Text
 
@@ -55,3 +56,34 @@ def command(*args: Any) -> str:
 def error(console: Console, exc: BaseException) -> None:
     """``error: <message>``: the whole message, literally, on one line (with its own newlines)."""
     say(console, ("error:", "red"), " ", str(exc))
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+class AgeParam(click.ParamType):
+    """An age such as ``30d``, ``12h``, ``90m``, ``3600s`` or ``2w`` (a bare number: seconds), in seconds."""
+
+    name = "AGE"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        text = str(value).strip().lower()
+        unit = _UNITS.get(text[-1:], None)
+        number = text[:-1] if unit is not None else text
+        try:
+            seconds = float(number) * (unit or 1)
+        except ValueError:
+            self.fail(f"{value!r} is not an age: write a number and a unit, e.g. 30d, 12h, 90m, 3600s or 2w", param, ctx)
+        if not seconds >= 0 or seconds == float("inf"):
+            self.fail(f"{value!r} is not an age: it must be a finite number of s/m/h/d/w, 0 or more", param, ctx)
+        return seconds
+
+
+def age_text(seconds: float) -> str:
+    """``30d`` / ``12h`` / ``90m`` / ``45s``: an age as :class:`AgeParam` reads it."""
+    for unit, size in (("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:g}s"

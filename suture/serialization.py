@@ -20,6 +20,7 @@ from .errors import ConfigError, SerializationError
 _PLAIN = (str, int, float, bool, type(None))
 _fast_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=True).encode
 _loads = json.loads
+_encode_str = json.encoder.encode_basestring  # ensure_ascii=False: the C encoder json.dumps uses
 
 
 @runtime_checkable
@@ -39,7 +40,16 @@ class JsonSerializer:
     name = "json"
 
     def dumps(self, value: Any) -> str:
-        if type(value) in _PLAIN:
+        t = type(value)
+        if value is None:  # the scalars as json.dumps writes them, without its Python-level encoder
+            return "null"
+        if t is str:
+            return _encode_str(value)
+        if t is bool:
+            return "true" if value else "false"
+        if t is int:
+            return int.__repr__(value)
+        if t in _PLAIN:
             return _fast_dumps(value)
         try:
             return _fast_dumps(value)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import abc
 import os
-from typing import Any
+from typing import Any, Callable
 
 from typing import TYPE_CHECKING
 
@@ -31,6 +31,9 @@ SCHEMA_VERSION = 5
 #: counter per frame (suture 0.1); 2: ``module:qualname`` names, arguments bound to the signature,
 #: a branch per asyncio task. Runs recorded under rule 1 replay through :func:`suture.identity.legacy_key`.
 CALL_KEYS = 2
+
+#: the statuses after which a run never runs again by itself (what retention deletes by default)
+FINISHED = ("succeeded", "failed", "cancelled")
 
 #: A journal row: (path, name, idx, seq, fingerprint, kind, source, output, serializer,
 #: started_at, duration, attempt, usage) — ``usage``: the call's model usage, encoded (suture.usage), or None
@@ -253,6 +256,18 @@ class Store(abc.ABC):
         """Delete large values no journal entry or cache entry refers to any more and none wrote or
         referenced in the last ``grace`` seconds (default ``SUTURE_GC_GRACE``, 600): safe against
         steps committing at the same time. Return how many."""
+
+    def purge_runs(self, before: float, statuses: tuple[str, ...] = FINISHED, *, dry_run: bool = False,
+                   batch: int = 500, progress: Callable[[int], None] | None = None) -> list[str]:
+        """Retention: delete every run whose status is one of ``statuses`` (default: the final ones,
+        ``succeeded``, ``failed``, ``cancelled``) and that last changed before ``before`` (a Unix
+        time) — its journal, snapshots, attempts, events and questions with it — and return their
+        ids. A run a live attempt holds is never deleted. Each batch of ``batch`` runs is one
+        transaction (a run goes whole or not at all); ``progress(n)`` is called after each with the
+        count so far. ``dry_run``: only list them. Large values the deleted journals referred to go
+        on the next :meth:`gc` (once past its grace). The cache and shared state are kept: other runs
+        use them. A deleted run's id starts fresh if run again."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement purge_runs()")
 
     # ---- state -------------------------------------------------------------------------------
     @abc.abstractmethod

@@ -148,8 +148,13 @@ class SqlStore(RunTables, SharedTables, Store):
         """Journal rows and cache puts as the tables take them (large values split off to blobs)."""
         blobs: list[tuple] = []
         rows = []
+        plain = self.blob_in is None
         for e in entries:
-            value, ref = self._split(e[7], blobs)
+            value = e[7]
+            if plain and (value is None or len(value) <= BLOB_THRESHOLD):  # the common case, no copy of the value
+                rows.append((*e[:13], None) if len(e) > 12 else (*e, None, None))
+                continue
+            value, ref = self._split(value, blobs)
             rows.append(e[:7] + (value,) + e[8:12] + (e[12] if len(e) > 12 else None, ref))
         puts = []
         for p in cache_puts:
@@ -228,6 +233,17 @@ class SqlStore(RunTables, SharedTables, Store):
         # no string formatting unless something fails.
         conn = self._conn
         with self._lock:
+            if len(entries) == 1 and not (snapshots or cache_puts or cache_hits or blobs):
+                # One fenced row and nothing else: a single statement in autocommit mode is its own
+                # transaction (it takes the write lock as it starts and commits as it ends) — the
+                # same atomicity and durability as BEGIN/INSERT/COMMIT, in one round trip.
+                try:
+                    written = conn.execute(self._insert_entry_sql, (run_id, *entries[0], run_id, token)).rowcount
+                except self._driver_errors() as exc:
+                    raise self._explain(exc, f"committing 1 step of run {run_id!r}") from exc
+                if written != 1:
+                    raise self._stale(run_id, token, 1)
+                return None
             try:
                 conn.execute(self.begin_write)
                 try:
@@ -249,12 +265,7 @@ class SqlStore(RunTables, SharedTables, Store):
         for e in entries:
             written += conn.execute(sql, (run_id, *e, run_id, token)).rowcount
         if written != len(entries) or (not entries and not self._holds(conn, run_id, token)):
-            raise LeaseError(
-                f"run {run_id!r} was taken over by another attempt: this attempt's fencing "
-                f"token {token} is stale, so its {len(entries)} step(s) were not written. "
-                f"Only one attempt of a run may write; the newer one continues.",
-                run_id=run_id,
-            )
+            raise self._stale(run_id, token, len(entries))
         if snapshots or cache_puts or cache_hits or blobs:
             for blob in blobs:
                 self._blob_put(conn, blob)
@@ -266,6 +277,15 @@ class SqlStore(RunTables, SharedTables, Store):
                 self._cache_upsert(conn, put)
             for key, saved in cache_hits:
                 self._cache_count_hit(conn, key, saved)
+
+    @staticmethod
+    def _stale(run_id: str, token: Any, n: int) -> LeaseError:
+        return LeaseError(
+            f"run {run_id!r} was taken over by another attempt: this attempt's fencing "
+            f"token {token} is stale, so its {n} step(s) were not written. "
+            f"Only one attempt of a run may write; the newer one continues.",
+            run_id=run_id,
+        )
 
     def load_snapshots(self, run_id):
         return [tuple(r) for r in self._read(

@@ -18,7 +18,7 @@ from ..models import AttemptRow
 from ._values import dump as _dump
 from ._values import load as _load
 from ._values import run_record as _run_record
-from .base import CALL_KEYS, holder_is_dead
+from .base import CALL_KEYS, FINISHED, holder_is_dead
 
 
 class _Raced(Exception):
@@ -121,6 +121,29 @@ class RunTables:
             for table in ("suture_snapshots", "suture_attempts", "suture_events", "suture_questions", "suture_runs"):
                 self._exec(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
             return deleted
+
+    def purge_runs(self, before, statuses=FINISHED, *, dry_run=False, batch=500, progress=None):
+        ids: list[str] = []
+        marks = ", ".join("?" for _ in statuses)
+        pick = (f"SELECT run_id FROM suture_runs WHERE status IN ({marks}) AND updated_at < ? "
+                f"AND (lease_owner IS NULL OR lease_expires IS NULL OR lease_expires < ?) ORDER BY updated_at")
+        if dry_run:
+            return [r[0] for r in self._read(pick, (*statuses, before, time.time()))]
+        while True:  # a batch per transaction: each run goes whole or not at all
+            with self._tx("purging finished runs") as conn:
+                found = [r[0] for r in self._exec(f"{pick} LIMIT {int(batch)}{self.row_lock}",
+                                                  (*statuses, before, self._store_now(conn))).fetchall()]
+                if not found:
+                    return ids
+                for start in range(0, len(found), 100):  # bounded parameter lists
+                    chunk = found[start:start + 100]
+                    where = f"run_id IN ({', '.join('?' for _ in chunk)})"
+                    for table in ("suture_journal", "suture_snapshots", "suture_attempts", "suture_events",
+                                  "suture_questions", "suture_runs"):
+                        self._exec(f"DELETE FROM {table} WHERE {where}", chunk)
+            ids.extend(found)
+            if progress is not None:
+                progress(len(ids))
 
     def renew_lease(self, run_id, owner, token, ttl):
         with self._tx("renewing a lease") as conn:
