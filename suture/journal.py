@@ -198,15 +198,25 @@ class Run:
         """:meth:`commit` for a call of an async step: while other runs are live in this process its
         write joins theirs in one transaction (group commit, :mod:`suture.writer`), off the event
         loop; the call returns once it is committed, as under :meth:`commit`."""
+        pending = self.commit_or_queue(step, frame, idx, fp, data, started, duration, cache_put, since, opened, used)
+        if pending is not None:
+            await pending
+            self._committed(step, frame, idx, duration, used)
+
+    def commit_or_queue(self, step: Any, frame: "Frame", idx: str, fp: str, data: Any, started: float,
+                        duration: float, cache_put: tuple | None, since: int | None = None,
+                        opened: dict | None = None, used: str | None = None) -> Any:
+        """The body of :meth:`acommit` up to its wait: ``None`` once committed here (one live run,
+        or not ``sync``), else the group writer's future — await it, then call :meth:`_committed`."""
         from . import writer  # asyncio is loaded by now; ``import suture`` does not load it
 
         if self.durability != "sync" or len(active) < 2 or not writer.ENABLED:
-            return self.commit(step, frame, idx, fp, data, started, duration, cache_put, since, opened, used)
+            self.commit(step, frame, idx, fp, data, started, duration, cache_put, since, opened, used)
+            return None
         row = self._live(step, frame, idx, fp, data, started, duration)
         with self.lock:
             request = self._recorded(row, cache_put, None, None, None, since, opened, used)
-        await writer.group_write(self.store, request)
-        self._committed(step, frame, idx, duration, used)
+        return writer.submit(self.store, request)
 
     def _live(self, step: Any, frame: "Frame", idx: str, fp: str, data: Any, started: float, duration: float) -> tuple:
         self.stats.live += 1

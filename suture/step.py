@@ -287,14 +287,6 @@ class Step:
         if frame is not None:
             frame.run.commit(self, frame, idx, fp, data, started, duration, entry, since, opened, used)
 
-    async def acommit(self, frame: Frame | None, idx: str, fp: str, ck: str | None, value: Any, started: float,
-                      duration: float, since: int | None = None, opened: dict | None = None,
-                      child: Frame | None = None) -> None:
-        """:meth:`commit` of an async call: its write may join other runs' (group commit)."""
-        data, entry, used = self._encoded(frame, ck, value, started, duration, child)
-        if frame is not None:
-            await frame.run.acommit(self, frame, idx, fp, data, started, duration, entry, since, opened, used)
-
     def _encoded(self, frame: Frame | None, ck: str | None, value: Any, started: float, duration: float,
                  child: Frame | None) -> tuple[Any, tuple | None, str | None]:
         """The value's journal form, its cache entry and its model usage (a call outside a run: its
@@ -374,7 +366,14 @@ class Step:
                 continue
             finally:
                 frame_var.reset(token)
-            await self.acommit(frame, idx, fp, ck, value, started, time.perf_counter() - t0, since, opened, child)
+            duration = time.perf_counter() - t0
+            data, entry, used = self._encoded(frame, ck, value, started, duration, child)
+            if frame is not None:  # its write may join other runs' (group commit): await it directly
+                run = frame.run
+                pending = run.commit_or_queue(self, frame, idx, fp, data, started, duration, entry, since, opened, used)
+                if pending is not None:
+                    await pending
+                    run._committed(self, frame, idx, duration, used)
             return value
 
     def on_error(self, frame: Frame | None, idx: str, exc: Exception, history: list[Any], fp: str = "",

@@ -38,14 +38,19 @@ class GroupWriter:
         self.groups = 0
         self.writes = 0
 
-    async def write(self, request: tuple) -> None:
-        """Commit ``request`` (what :meth:`suture.store.base.Store.write` takes) with the others
-        queued now; raises what the store raised for it."""
+    def submit(self, request: tuple) -> asyncio.Future:
+        """Queue ``request`` (what :meth:`suture.store.base.Store.write` takes) for the next
+        transaction; the future is done once it is committed, or raises what the store raised for it.
+        (A future, not a coroutine: the step awaits it directly, one frame fewer to resume.)"""
         future = self.loop.create_future()
         self.queue.append((request, future))
         if not self.busy:
             self._start()
-        await future
+        return future
+
+    async def write(self, request: tuple) -> None:
+        """Commit ``request`` with the others queued now (:meth:`submit`, awaited)."""
+        await self.submit(request)
 
     def _start(self) -> None:
         batch, self.queue = self.queue[:MAX_GROUP], self.queue[MAX_GROUP:]
@@ -77,17 +82,22 @@ _writers: dict[tuple[int, int], GroupWriter] = {}
 _lock = threading.Lock()
 
 
-async def group_write(store: Any, request: tuple) -> None:
-    """Commit a run's write request through the group writer of ``store`` for the running loop."""
+def submit(store: Any, request: tuple) -> asyncio.Future:
+    """Queue a run's write request on the group writer of ``store`` for the running loop (see
+    :meth:`GroupWriter.submit`)."""
     loop = asyncio.get_running_loop()
-    key = (id(store), id(loop))
-    found = _writers.get(key)
+    found = _writers.get((id(store), id(loop)))
     if found is None or found.loop is not loop or found.store is not store:
         with _lock:
             for k in [k for k, w in _writers.items() if w.loop.is_closed()]:  # loops that ended
                 _writers.pop(k).close()
-            found = _writers[key] = GroupWriter(store, loop)
-    await found.write(request)
+            found = _writers[(id(store), id(loop))] = GroupWriter(store, loop)
+    return found.submit(request)
+
+
+async def group_write(store: Any, request: tuple) -> None:
+    """Commit a run's write request through the group writer of ``store`` for the running loop."""
+    await submit(store, request)
 
 
 def writer_for(store: Any, loop: asyncio.AbstractEventLoop) -> GroupWriter | None:
@@ -96,4 +106,4 @@ def writer_for(store: Any, loop: asyncio.AbstractEventLoop) -> GroupWriter | Non
     return found if found is not None and found.loop is loop and found.store is store else None
 
 
-__all__ = ["ENABLED", "GroupWriter", "MAX_GROUP", "group_write", "writer_for"]
+__all__ = ["ENABLED", "GroupWriter", "MAX_GROUP", "group_write", "submit", "writer_for"]

@@ -192,6 +192,10 @@ class SqlStore(RunTables, SharedTables, Store):
             try:
                 conn.execute(self.begin_write)
                 try:
+                    fast = self._group_of_single_rows(conn, prepared)
+                    if fast is not None:
+                        conn.execute("COMMIT")
+                        return fast
                     for run_id, token, entries, puts, blobs, snapshots, hits in prepared:
                         conn.execute("SAVEPOINT suture_group")
                         try:
@@ -221,6 +225,33 @@ class SqlStore(RunTables, SharedTables, Store):
             except (LeaseError, StoreError) as exc:
                 out.append(exc)
         return out
+
+    def _group_of_single_rows(self, conn: Any, prepared: list) -> list | None:
+        """The common group — each request one step row and nothing else — in one ``executemany``
+        inside the open transaction: ``[None, ...]`` when every row's fence held, else ``None`` with
+        nothing of it left (rolled back to its savepoint), for :meth:`write_many`'s request-by-request
+        path to find which request failed."""
+        if len(prepared) < 2 or any(len(p[2]) != 1 or p[3] or p[4] or p[5] or p[6] for p in prepared):
+            return None
+        params = [(run_id, *entries[0], run_id, token) for run_id, token, entries, *_ in prepared]
+        conn.execute("SAVEPOINT suture_many")
+        try:
+            written = self._executemany(conn, self._insert_entry_sql, params)
+        except self._driver_errors():
+            written = -1
+        if written != len(params):  # a stale token or a bad row: undo, and go request by request
+            conn.execute("ROLLBACK TO SAVEPOINT suture_many")
+        conn.execute("RELEASE SAVEPOINT suture_many")
+        return [None] * len(params) if written == len(params) else None
+
+    @staticmethod
+    def _executemany(conn: Any, sql: str, params: list) -> int:
+        """Rows ``sql`` changed over ``params`` (sqlite3's and psycopg's ``rowcount`` both sum them)."""
+        if hasattr(conn, "executemany"):
+            return conn.executemany(sql, params).rowcount
+        with conn.cursor() as cur:
+            cur.executemany(sql, params)
+            return cur.rowcount
 
     _INSERT_SNAPSHOT = (
         "INSERT INTO suture_snapshots (run_id, seq, key, value, version, model) VALUES (?, ?, ?, ?, ?, ?) "

@@ -346,3 +346,22 @@ def test_a_stale_token_fails_only_its_own_write_in_a_group(any_store):
     assert [len(s.list_entries(r)) for r in ("w1", "w2", "w3")] == [1, 0, 2]
     again = s.write_many([("w1", t1, [row(0)], (), (), ())])  # the same key again: that request fails alone
     assert isinstance(again[0], suture.StoreError)
+
+
+def test_a_group_of_single_rows_fails_only_its_bad_requests(any_store):
+    """The one-``executemany`` path of a group whose requests are each one step row: a stale token
+    and a duplicate key each fail their own request; the rest commit, nothing of the bad ones lands."""
+    s = any_store
+    tokens = {r: s.acquire_run(r, "ag", f"me:1:{r}", ttl=60)[0] for r in ("g1", "g2", "g3", "g4")}
+
+    def row(i: int) -> tuple:
+        return ("", "a:f", str(i), i, "fp", "step", "live", str(i), "json", 0.0, 0.0, 1)
+
+    assert s.write_many([(r, tokens[r], [row(0)], (), (), ()) for r in tokens]) == [None] * 4  # all good
+    results = s.write_many([("g1", tokens["g1"], [row(1)], (), (), ()),
+                            ("g2", tokens["g2"] + 1, [row(1)], (), (), ()),  # stale
+                            ("g3", tokens["g3"], [row(0)], (), (), ()),      # recorded already
+                            ("g4", tokens["g4"], [row(1)], (), (), ())])
+    assert results[0] is None and results[3] is None
+    assert isinstance(results[1], suture.LeaseError) and isinstance(results[2], suture.StoreError)
+    assert [sorted(e.idx for e in s.list_entries(r)) for r in tokens] == [["0", "1"], ["0"], ["0"], ["0", "1"]]
