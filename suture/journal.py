@@ -95,7 +95,7 @@ class Run:
         self.pending_cache: list[tuple] = []
         self.pending_hits: list[tuple] = []
         self.last_flush = time.monotonic()
-        self._timer: threading.Timer | None = None  # batch: flushes a window whose age passed its bound
+        self._timer: list | None = None  # batch: flushes a window whose age passed its bound (suture.timers)
         self.lock = threading.RLock()
         self.failures: list[Failure] = []
         self.stop_requested = False  # set by a SIGTERM handler: finish the step in flight, then stop
@@ -374,9 +374,9 @@ class Run:
 
     def _arm_timer(self) -> None:
         if self._timer is None:
-            self._timer = threading.Timer(BATCH_MAX_SECONDS, self._flush_on_time)
-            self._timer.daemon = True
-            self._timer.start()
+            from .timers import timers
+
+            self._timer = timers.call_later(BATCH_MAX_SECONDS, self._flush_on_time)
 
     def _flush_on_time(self) -> None:
         with self.lock:
@@ -391,7 +391,9 @@ class Run:
         """Write what batch durability queued, and (``states``) state changed since the last commit."""
         with self.lock:
             if self._timer is not None:
-                self._timer.cancel()
+                from .timers import Timers
+
+                Timers.cancel(self._timer)
                 self._timer = None
             if self.durability == "off":
                 return

@@ -133,3 +133,30 @@ def test_a_step_cancelled_while_its_write_waits_leaves_the_others_committed(stor
     out = asyncio.run(main())
     assert isinstance(out[0], asyncio.CancelledError) and out[1:] == [435] * 19
     assert all(len(store.list_entries(f"c{k}")) == 30 for k in range(1, 20))
+
+
+@pytest.mark.parametrize("durability", ["sync", "batch"])
+def test_many_concurrent_runs_share_a_few_threads(store, durability):
+    """200 live async runs in one loop: the lease renewals share one thread, group commit one writer,
+    batch windows one timer thread — not a thread per run (or per batch window)."""
+    import threading
+
+    peak = [0]
+
+    @suture.step(name=f"t-step-{durability}")
+    async def step(i: int) -> int:
+        await asyncio.sleep(0.002)
+        peak[0] = max(peak[0], threading.active_count())
+        return i
+
+    @suture.agent(name=f"t-agent-{durability}", durability=durability)
+    async def agent(n: int) -> int:
+        return sum([await step(i) for i in range(n)])
+
+    async def main() -> list:
+        return await asyncio.gather(*(agent.run(5, run_id=f"t-{durability}-{k}") for k in range(200)))
+
+    before = threading.active_count()
+    assert asyncio.run(main()) == [10] * 200
+    assert peak[0] - before <= 4, (before, peak[0])
+    assert all(len(store.list_entries(f"t-{durability}-{k}")) == 5 for k in range(200))
