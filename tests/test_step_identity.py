@@ -333,3 +333,17 @@ def test_two_modules_same_named_steps_are_not_taken_for_a_moved_module(importabl
         both.run(run_id="two")
     crash["on"] = False
     assert both.run(run_id="two") == 3
+
+
+def test_fingerprints_are_those_of_earlier_releases():
+    """The fingerprint's fast paths (scalar arguments unwrapped, one C JSON encoder built once, blake2b
+    from _blake2) write the same canonical text and digest as before: journals recorded by an earlier
+    suture still replay. The digests were computed by suture at 68f9427."""
+    from suture import fingerprint as fp
+
+    assert fp.fingerprint_call((1, "x", [1.5, None, {"b": True, "a": float("nan")}], b"\x00\xff"),
+                               {"k": {3: "v"}}, ("a", "b", "c", "d")) == "90b367e387fd30195db5442541ac2af1"
+    assert fp.fingerprint_call((2**60, "é\n"), {}, None) == "2157fda32957e16adc3692dbb4e8deb6"
+    for value in (1, "s", [1, {"b": 2, "a": [None, 1.5, float("inf"), -0.0]}], {"$k:1": 2, "é": "\x00\ud800"},
+                  10**40, 1.0000000001, [[]], {}):
+        assert fp._dumps(value) == fp._encoder.encode(value), value
