@@ -260,8 +260,8 @@ class Store(abc.ABC):
     def purge_runs(self, before: float, statuses: tuple[str, ...] = FINISHED, *, dry_run: bool = False,
                    batch: int = 500, progress: Callable[[int], None] | None = None) -> list[str]:
         """Retention: delete every run whose status is one of ``statuses`` (default: the final ones,
-        ``succeeded``, ``failed``, ``cancelled``) and that last changed before ``before`` (a Unix
-        time) — its journal, snapshots, attempts, events and questions with it — and return their
+        ``succeeded``, ``failed``, ``cancelled``; ``crashed``: marked running, its lease lapsed) and
+        that last changed before ``before`` (a Unix time) — its journal, snapshots, attempts, events and questions with it — and return their
         ids. A run a live attempt holds is never deleted. Each batch of ``batch`` runs is one
         transaction (a run goes whole or not at all); ``progress(n)`` is called after each with the
         count so far. ``dry_run``: only list them. Large values the deleted journals referred to go

@@ -124,6 +124,9 @@ class RunTables:
 
     def purge_runs(self, before, statuses=FINISHED, *, dry_run=False, batch=500, progress=None):
         ids: list[str] = []
+        # "crashed" is what readers call a run still marked running whose holder is gone: in the table
+        # it is "running" — and the lease condition below keeps every run whose lease is live
+        statuses = tuple(dict.fromkeys("running" if st == "crashed" else st for st in statuses))
         marks = ", ".join("?" for _ in statuses)
         pick = (f"SELECT run_id FROM suture_runs WHERE status IN ({marks}) AND updated_at < ? "
                 f"AND (lease_owner IS NULL OR lease_expires IS NULL OR lease_expires < ?) ORDER BY updated_at")

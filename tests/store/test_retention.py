@@ -121,6 +121,12 @@ def test_purge_deletes_old_finished_runs_whole_and_keeps_the_rest(any_store):
     # asked for explicitly, a suspended run goes too; a held one still does not
     assert store.purge_runs(before, ("suspended", "running")) == ["old-suspended"]
     assert store.get_run("old-live") is not None
+    # a crashed run (still marked running, its lease lapsed) goes when "crashed" is asked for
+    assert store.acquire_run("old-crashed", "ret-agent", "otherhost:1:dead", ttl=0.01) is not None
+    _age(store, "old-crashed", 7200)
+    time.sleep(0.05)
+    assert store.purge_runs(before, ("crashed",)) == ["old-crashed"]
+    assert store.get_run("old-live") is not None and store.get_run("old-crashed") is None
 
 
 def test_cli_gc_older_than(any_store, any_store_url):
@@ -174,7 +180,9 @@ def test_a_purge_killed_midway_leaves_every_run_whole_or_gone(tmp_path):
 
     store = get_store(url)
     left = 400
-    for wait_for in (1, 3, 6):
+    for wait_for in (1, 2, 3):
+        if left == 0:  # a fast machine: the purge finished before a kill landed
+            break
         proc = subprocess.Popen([sys.executable, "-c", purge], env=env, stdout=subprocess.PIPE, text=True)
         seen = 0
         while seen < wait_for:
@@ -186,7 +194,7 @@ def test_a_purge_killed_midway_leaves_every_run_whole_or_gone(tmp_path):
         proc.wait(timeout=30)
         proc.stdout.close()
         ids = [r[0] for r in store._read("SELECT run_id FROM suture_runs", ())]
-        assert len(ids) <= left - 50 and len(ids) % 50 == 0, len(ids)  # whole batches only
+        assert len(ids) < left and len(ids) % 50 == 0, (left, len(ids))  # progress, in whole batches only
         left = len(ids)
         for run_id in [f"k{k}" for k in range(400)]:
             j, a = _rows(store, "suture_journal", run_id), _rows(store, "suture_attempts", run_id)
