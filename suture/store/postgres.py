@@ -131,6 +131,25 @@ class PostgresStore(SqlStore):
         self.reconnect_seconds = float(os.environ.get("SUTURE_PG_RECONNECT_SECONDS", "10"))
         super().__init__(url)
 
+    def _read_batches(self, sql, params, doing):
+        # A server-side cursor in a read transaction: rows come 2,000 at a time, so a long journal's
+        # load holds its rows once (as the caller's records), not also as one libpq result of them all.
+        # A lost connection before the first batch is re-established (as in _read); after, it raises.
+        for retry in (True, False):
+            with self._lock:
+                started = False
+                try:
+                    with self._conn.transaction(), self._conn.cursor(name="suture_read") as cur:
+                        cur.execute(self._q(sql), params)
+                        while rows := cur.fetchmany(2000):
+                            started = True
+                            yield from rows
+                    return
+                except self._driver_errors() as exc:
+                    if retry and not started and self._reconnect_after(exc):
+                        continue
+                    raise self._explain(exc, doing) from exc
+
     def _driver_errors(self) -> tuple[type[BaseException], ...]:
         return (self._psycopg.Error,)
 

@@ -127,16 +127,22 @@ class SqlStore(RunTables, SharedTables, Store):
         raise AssertionError("unreachable")  # pragma: no cover
 
     # ---- journal --------------------------------------------------------------------------------
+    _SELECT_JOURNAL = (
+        "SELECT j.path, j.name, j.idx, j.seq, j.fingerprint, COALESCE(j.output, b.data), j.serializer, j.kind, "
+        "j.source, j.duration, j.usage FROM suture_journal j LEFT JOIN suture_blobs b ON b.digest = j.blob "
+        "WHERE j.run_id = ?"
+    )
+
     def load_journal(self, run_id):
-        rows = self._read(
-            "SELECT j.path, j.name, j.idx, j.seq, j.fingerprint, COALESCE(j.output, b.data), j.serializer, j.kind, "
-            "j.source, j.duration, j.usage FROM suture_journal j LEFT JOIN suture_blobs b ON b.digest = j.blob "
-            "WHERE j.run_id = ?",
-            (run_id,),
-            doing=f"loading the journal of {run_id!r}",
-        )
         out = self._bout
-        return {(r[0], r[1], r[2]): (r[3], r[4], out(r[5]), r[6], r[7], r[8], r[9], r[10]) for r in rows}
+        return {(r[0], r[1], r[2]): (r[3], r[4], out(r[5]), r[6], r[7], r[8], r[9], r[10])
+                for r in self._read_batches(self._SELECT_JOURNAL, (run_id,), f"loading the journal of {run_id!r}")}
+
+    def _read_batches(self, sql: str, params: tuple, doing: str) -> Iterator[tuple]:
+        """The rows of a long read, a batch at a time, so that the caller builds what it keeps while
+        the rest is still in the store (SQLite steps through them; PostgreSQL overrides this with a
+        server-side cursor: the driver never holds the whole result)."""
+        yield from self._read(sql, params, doing=doing)
 
     _INSERT_ENTRY = (
         f"INSERT INTO suture_journal ({_JOURNAL_COLS}) "

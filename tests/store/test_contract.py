@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -345,3 +346,20 @@ def test_gc_deletes_only_unreferenced_blobs(any_store):
     any_store.cache_clear(step="big_cached")
     assert any_store.gc(grace=0) == 1  # the cache's blob is free; the journal's stays
     assert agent.run(run_id="gc") == 2 * 1024 * 1024
+
+
+def test_a_journal_longer_than_a_read_batch_loads_whole(any_store):
+    """load_journal reads in batches (PostgreSQL: a server-side cursor, 2,000 rows a fetch): a run of
+    4,500 steps comes back whole, every value its own, and the store is usable right after."""
+    token, _ = any_store.acquire_run("long-read", "a", "host:1", ttl=60)
+    rows = [("", "a:f", str(i), i, f"fp{i}", "step", "live", json.dumps(f"v{i}"), "json", 0.0, 0.0, 1)
+            for i in range(4500)]
+    for k in range(0, 4500, 1000):
+        any_store.write("long-read", token, rows[k:k + 1000])
+    journal = any_store.load_journal("long-read")
+    assert len(journal) == 4500
+    assert all(journal[("", "a:f", str(i))][1] == f"fp{i}" and json.loads(journal[("", "a:f", str(i))][2]) == f"v{i}"
+               for i in range(4500))
+    assert any_store.load_journal("long-read") == journal  # again: the cursor and its transaction were closed
+    any_store.write("long-read", token, [("", "a:f", "4500", 4500, "fp", "step", "live", "1", "json", 0.0, 0.0, 1)])
+    assert len(any_store.load_journal("long-read")) == 4501
