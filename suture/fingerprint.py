@@ -150,10 +150,12 @@ def fingerprint_call(args: tuple, kwargs: dict, names: tuple[str, ...] | None = 
     try:  # (the argument names are worded only for an error: the hot path formats no string)
         parts_a = [a if type(a) in scalars else canonical(a) for a in args]
         parts_k = {k: v if type(v) in scalars else canonical(v) for k, v in kwargs.items()} if kwargs else {}
-    except FingerprintError:  # again, naming the argument that has no canonical form
-        parts_a = [canonical(a, _argname(names, i)) for i, a in enumerate(args)]
-        parts_k = {k: canonical(v, f"argument '{k}'") for k, v in kwargs.items()}
-        raise AssertionError("unreachable: the first pass failed") from None  # pragma: no cover
+    except FingerprintError:  # again, naming the argument that has no canonical form (it raises)
+        for i, a in enumerate(args):
+            canonical(a, _argname(names, i))
+        for k, v in kwargs.items():
+            canonical(v, f"argument '{k}'")
+        raise
     return digest(_dumps([parts_a, parts_k]))
 
 

@@ -192,22 +192,14 @@ class Run:
         self.record(row, cache_put=cache_put, since=since, opened=opened, used=used)
         self._committed(step, frame, idx, duration, used)
 
-    async def acommit(self, step: Any, frame: "Frame", idx: str, fp: str, data: Any, started: float,
-                      duration: float, cache_put: tuple | None, since: int | None = None, opened: dict | None = None,
-                      used: str | None = None) -> None:
-        """:meth:`commit` for a call of an async step: while other runs are live in this process its
-        write joins theirs in one transaction (group commit, :mod:`suture.writer`), off the event
-        loop; the call returns once it is committed, as under :meth:`commit`."""
-        pending = self.commit_or_queue(step, frame, idx, fp, data, started, duration, cache_put, since, opened, used)
-        if pending is not None:
-            await pending
-            self._committed(step, frame, idx, duration, used)
-
     def commit_or_queue(self, step: Any, frame: "Frame", idx: str, fp: str, data: Any, started: float,
                         duration: float, cache_put: tuple | None, since: int | None = None,
                         opened: dict | None = None, used: str | None = None) -> Any:
-        """The body of :meth:`acommit` up to its wait: ``None`` once committed here (one live run,
-        or not ``sync``), else the group writer's future — await it, then call :meth:`_committed`."""
+        """:meth:`commit` for a call of an async step, up to its wait: while other runs are live in
+        this process its write joins theirs in one transaction (group commit, :mod:`suture.writer`),
+        off the event loop. Returns ``None`` once committed here (one live run, or not ``sync``), else
+        the group writer's future: the step awaits it, then calls :meth:`_committed` — it returns
+        once its row is committed, as under :meth:`commit`."""
         from . import writer  # asyncio is loaded by now; ``import suture`` does not load it
 
         if self.durability != "sync" or len(active) < 2 or not writer.ENABLED:

@@ -48,10 +48,6 @@ class GroupWriter:
             self._start()
         return future
 
-    async def write(self, request: tuple) -> None:
-        """Commit ``request`` with the others queued now (:meth:`submit`, awaited)."""
-        await self.submit(request)
-
     def _start(self) -> None:
         batch, self.queue = self.queue[:MAX_GROUP], self.queue[MAX_GROUP:]
         self.busy = True
@@ -95,15 +91,10 @@ def submit(store: Any, request: tuple) -> asyncio.Future:
     return found.submit(request)
 
 
-async def group_write(store: Any, request: tuple) -> None:
-    """Commit a run's write request through the group writer of ``store`` for the running loop."""
-    await submit(store, request)
-
-
 def writer_for(store: Any, loop: asyncio.AbstractEventLoop) -> GroupWriter | None:
     """The group writer of ``store`` for ``loop``, if one was made (benchmarks read its counters)."""
     found = _writers.get((id(store), id(loop)))
     return found if found is not None and found.loop is loop and found.store is store else None
 
 
-__all__ = ["ENABLED", "GroupWriter", "MAX_GROUP", "group_write", "submit", "writer_for"]
+__all__ = ["ENABLED", "GroupWriter", "MAX_GROUP", "submit", "writer_for"]

@@ -139,9 +139,9 @@ class SqlStore(RunTables, SharedTables, Store):
                 for r in self._read_batches(self._SELECT_JOURNAL, (run_id,), f"loading the journal of {run_id!r}")}
 
     def _read_batches(self, sql: str, params: tuple, doing: str) -> Iterator[tuple]:
-        """The rows of a long read, a batch at a time, so that the caller builds what it keeps while
-        the rest is still in the store (SQLite steps through them; PostgreSQL overrides this with a
-        server-side cursor: the driver never holds the whole result)."""
+        """The rows of a long read, for the caller to build what it keeps as they come. Here they are
+        read whole (SQLite's row tuples share their values with what the caller builds); PostgreSQL
+        overrides this with a server-side cursor, so libpq never holds the whole result beside them."""
         yield from self._read(sql, params, doing=doing)
 
     _INSERT_ENTRY = (
@@ -169,11 +169,7 @@ class SqlStore(RunTables, SharedTables, Store):
         return rows, puts, blobs
 
     def write(self, run_id, token, entries, snapshots=(), cache_puts=(), cache_hits=()):
-        e = entries[0] if len(entries) == 1 and not cache_puts and self.blob_in is None else None
-        if e is not None and len(e) > 12 and (e[7] is None or len(e[7]) <= BLOB_THRESHOLD):
-            entries, blobs = [(*e[:13], None)], []  # the hot path: one small row, as the table takes it
-        else:
-            entries, cache_puts, blobs = self._prepared(entries, cache_puts)
+        entries, cache_puts, blobs = self._prepared(entries, cache_puts)
         try:
             return self._write(run_id, token, entries, snapshots, cache_puts, cache_hits, blobs)
         except StoreError as exc:

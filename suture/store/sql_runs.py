@@ -131,7 +131,7 @@ class RunTables:
         pick = (f"SELECT run_id FROM suture_runs WHERE status IN ({marks}) AND updated_at < ? "
                 f"AND (lease_owner IS NULL OR lease_expires IS NULL OR lease_expires < ?) ORDER BY updated_at")
         if dry_run:
-            return [r[0] for r in self._read(pick, (*statuses, before, time.time()))]
+            return [r[0] for r in self._read(pick, (*statuses, before, self._now_read()))]
         while True:  # a batch per transaction: each run goes whole or not at all
             with self._tx("purging finished runs") as conn:
                 found = [r[0] for r in self._exec(f"{pick} LIMIT {int(batch)}{self.row_lock}",
