@@ -132,18 +132,20 @@ class PostgresStore(SqlStore):
         super().__init__(url)
 
     def _read_batches(self, sql, params, doing):
-        # A server-side cursor in a read transaction: rows come 2,000 at a time, so a long journal's
-        # load holds its rows once (as the caller's records), not also as one libpq result of them all.
-        # A lost connection before the first batch is re-established (as in _read); after, it raises.
+        # The rows stream in (libpq's chunked mode, 2,000 a chunk; single-row mode before libpq 17) in
+        # the binary format: the server sends the next rows while these are built into the caller's
+        # records, a long journal's load never holds libpq's whole result beside them, and BYTEA comes
+        # as its bytes, not as hex text to decode. A lost connection before the first row is
+        # re-established (as in _read); after, it raises.
+        size = 2000 if self._psycopg.pq.version() >= 170000 else 1
         for retry in (True, False):
             with self._lock:
                 started = False
                 try:
-                    with self._conn.transaction(), self._conn.cursor(name="suture_read") as cur:
-                        cur.execute(self._q(sql), params)
-                        while rows := cur.fetchmany(2000):
+                    with self._conn.cursor(binary=True) as cur:
+                        for row in cur.stream(self._q(sql), params, size=size):
                             started = True
-                            yield from rows
+                            yield row
                     return
                 except self._driver_errors() as exc:
                     if retry and not started and self._reconnect_after(exc):

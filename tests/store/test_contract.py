@@ -349,17 +349,24 @@ def test_gc_deletes_only_unreferenced_blobs(any_store):
 
 
 def test_a_journal_longer_than_a_read_batch_loads_whole(any_store):
-    """load_journal reads in batches (PostgreSQL: a server-side cursor, 2,000 rows a fetch): a run of
-    4,500 steps comes back whole, every value its own, and the store is usable right after."""
+    """load_journal reads as rows come (PostgreSQL: streamed in binary, 2,000 rows a chunk): a run of
+    4,500 steps comes back whole, every value its own and of its type (str, bytes), and the store is
+    usable right after — also after a read its consumer stopped halfway."""
     token, _ = any_store.acquire_run("long-read", "a", "host:1", ttl=60)
-    rows = [("", "a:f", str(i), i, f"fp{i}", "step", "live", json.dumps(f"v{i}"), "json", 0.0, 0.0, 1)
+    rows = [("", "a:f", str(i), i, f"fp{i}", "step", "live",
+             json.dumps(f"v{i}") if i % 3 else f"b{i}\x00\xff".encode("latin-1"), "json", 0.0, 0.0, 1)
             for i in range(4500)]
     for k in range(0, 4500, 1000):
         any_store.write("long-read", token, rows[k:k + 1000])
     journal = any_store.load_journal("long-read")
     assert len(journal) == 4500
     assert all(journal[("", "a:f", str(i))][1] == f"fp{i}" and json.loads(journal[("", "a:f", str(i))][2]) == f"v{i}"
-               for i in range(4500))
-    assert any_store.load_journal("long-read") == journal  # again: the cursor and its transaction were closed
+               for i in range(4500) if i % 3)
+    assert all(journal[("", "a:f", str(i))][2] == f"b{i}\x00\xff".encode("latin-1") for i in range(0, 4500, 3))
+    assert any_store.load_journal("long-read") == journal  # again: the read before it was finished and closed
+    reading = any_store._read_batches(any_store._SELECT_JOURNAL, ("long-read",), "a test read")
+    assert [next(reading) for _ in range(3000)]  # past the first chunk, then dropped mid-stream
+    reading.close()
+    assert any_store.load_journal("long-read") == journal
     any_store.write("long-read", token, [("", "a:f", "4500", 4500, "fp", "step", "live", "1", "json", 0.0, 0.0, 1)])
     assert len(any_store.load_journal("long-read")) == 4501
