@@ -3,6 +3,7 @@ cost of a commit (issue 20, items 2 and 3). Measurement only.
 
     python bench/scale.py                      # sizes 100,1000,2000; 100 steps; SQLite and PostgreSQL
     python bench/scale.py --quick              # sizes 50,200; 20 steps; 4 procs; peers capped at 5 s; L=1,000 (4 KB)
+    python bench/scale.py --sizes "" --peers none   # long journals only: bench/results/scale-long.json
     python bench/scale.py --sizes 100,1000,2000 --steps 100 --stores sqlite,postgres --procs 8 \
         --peers dbos,langgraph --long 100000 [--sync FULL] [--batch] [--profile] [--suture-src worktree]
 
@@ -280,7 +281,8 @@ def main() -> int:
         except Exception:  # noqa: BLE001
             return None
 
-    write_results("scale", {
+    # --sizes "": long journals (and the group ceiling) only, kept apart from the full run's file
+    write_results("scale" if sizes else "scale-long", {
         "args": vars(args), "sizes": sizes, "steps": args.steps, "sync": args.sync, "postgres": pg_info,
         "suture_src": src_info, "total_s": total, "cpus": os.cpu_count(),
         "versions": {k: ver(k) for k in ("dbos", "langgraph", "langgraph-checkpoint-sqlite",

@@ -61,7 +61,10 @@ class JsonSerializer:
             raise _Unserializable(str(exc)) from exc
 
     def loads(self, data: str | bytes, type_hint: Any) -> Any:
-        value = _loads(data)
+        if type(data) is str and data[:1] == '"' and "\\" not in data and data.count('"') == 2 and data[-1] == '"':
+            value = data[1:-1]  # a JSON string with no escapes is its text between the quotes
+        else:
+            value = _loads(data)
         if type_hint is None:
             return value
         return type_hint.validate_python(value)

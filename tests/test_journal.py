@@ -510,3 +510,39 @@ def test_a_divergence_never_deletes_what_the_current_attempt_wrote(store):
     live.clear()
     assert agent.run(run_id="own") == 2
     assert live == []  # `fresh`, written by attempt 2 before its divergence, replays
+
+
+TRICKY_STRINGS = ["", "plain", "x" * 5000, 'a "quoted" word', "back\\slash", '\\"', "line\nbreak\ttab",
+                  "é ü ß", "\u2028\u2029", "😀 emoji", "'single'", '"', '""', "trailing quote\"", "\x00\x1f"]
+
+
+def test_string_outputs_of_every_shape_replay_as_they_were(store):
+    """A recorded JSON string without escapes is read back as the text between its quotes (no JSON
+    parse); every other string goes through the parser. Each comes back exactly, typed or not."""
+    calls = []
+
+    @suture.step
+    def say(i: int) -> str:
+        calls.append(i)
+        return TRICKY_STRINGS[i]
+
+    @suture.step
+    def say_untyped(i: int):
+        return TRICKY_STRINGS[i]
+
+    boom = {"on": True}
+
+    @suture.agent(max_attempts=1)
+    def agent() -> list:
+        out = [(say(i), say_untyped(i)) for i in range(len(TRICKY_STRINGS))]
+        if boom["on"]:
+            raise RuntimeError("crash after every step committed")
+        return out
+
+    with pytest.raises(suture.GiveUp):
+        agent.run(run_id="strings")
+    assert len(calls) == len(TRICKY_STRINGS)
+    boom["on"] = False
+    replayed = agent.run(run_id="strings")
+    assert len(calls) == len(TRICKY_STRINGS)  # nothing ran again
+    assert replayed == [(s, s) for s in TRICKY_STRINGS]
