@@ -180,3 +180,28 @@ def test_the_server_restarted_under_8_processes_of_300_steps(tmp_path, pg_url):
         twice = [k for k, n in ran.items() if k.startswith(f"r{i} ") and n > 1]
         assert len(twice) <= 1, twice  # at most the step in flight at the restart ran again
         assert [a.status for a in store.list_attempts(f"r{i}")][-1] == "succeeded"
+
+
+def test_a_backend_terminated_before_or_during_a_streamed_journal_load(pg_url):
+    """The journal streams in (binary, by chunks). A backend terminated before the load is reconnected
+    and the load is whole; one terminated mid-stream fails the load with a StoreError that says what
+    was being done (never half a journal), and the next load reconnects and is whole."""
+    from suture.config import get_store
+    from suture.errors import StoreError
+
+    store = get_store()
+    token, _ = store.acquire_run("stream", "a", "host:1", ttl=60)
+    rows = [("", "a:f", str(i), i, f"fp{i}", "step", "live", '"' + "v" * 4000 + '"', "json", 0.0, 0.0, 1)
+            for i in range(6000)]
+    for k in range(0, 6000, 1000):
+        store.write("stream", token, rows[k:k + 1000])
+    assert _terminate_others() >= 1
+    assert len(store.load_journal("stream")) == 6000  # reconnected before the first row
+    reading = store._read_batches(store._SELECT_JOURNAL, ("stream",), "loading the journal of 'stream'")
+    next(reading)
+    assert _terminate_others() >= 1
+    with pytest.raises(StoreError, match="loading the journal of 'stream'"):
+        for _ in reading:
+            pass
+    journal = store.load_journal("stream")
+    assert len(journal) == 6000 and journal[("", "a:f", "5999")][1] == "fp5999"
