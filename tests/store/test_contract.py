@@ -370,3 +370,24 @@ def test_a_journal_longer_than_a_read_batch_loads_whole(any_store):
     assert any_store.load_journal("long-read") == journal
     any_store.write("long-read", token, [("", "a:f", "4500", 4500, "fp", "step", "live", "1", "json", 0.0, 0.0, 1)])
     assert len(any_store.load_journal("long-read")) == 4501
+
+
+@pytest.mark.parametrize("any_store_url", ["postgres"], indirect=True)
+def test_a_postgres_journal_streams_row_by_row_before_libpq_17(any_store, monkeypatch):
+    """Chunked streaming needs libpq 17; before it the load streams row by row (single-row mode) and
+    is as whole."""
+    token, _ = any_store.acquire_run("old-libpq", "a", "host:1", ttl=60)
+    any_store.write("old-libpq", token, [("", "a:f", str(i), i, f"fp{i}", "step", "live", json.dumps(i), "json",
+                                          0.0, 0.0, 1) for i in range(2500)])
+    whole = any_store.load_journal("old-libpq")
+    seen = []
+    real_stream = any_store._psycopg.Cursor.stream
+
+    def stream(self, query, params=None, *, binary=None, size=1):
+        seen.append(size)
+        return real_stream(self, query, params, binary=binary, size=size)
+
+    monkeypatch.setattr(any_store._psycopg.Cursor, "stream", stream)
+    monkeypatch.setattr(any_store._psycopg.pq, "version", lambda: 160004)
+    assert any_store.load_journal("old-libpq") == whole and len(whole) == 2500
+    assert seen == [1]
