@@ -141,7 +141,7 @@ class SqlStore(RunTables, SharedTables, Store):
     def _read_batches(self, sql: str, params: tuple, doing: str) -> Iterator[tuple]:
         """The rows of a long read, for the caller to build what it keeps as they come. Here they are
         read whole (SQLite's row tuples share their values with what the caller builds); PostgreSQL
-        overrides this with a server-side cursor, so libpq never holds the whole result beside them."""
+        overrides this with a binary stream by chunks, so libpq never holds the whole result beside them."""
         yield from self._read(sql, params, doing=doing)
 
     _INSERT_ENTRY = (
